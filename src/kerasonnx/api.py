@@ -1,0 +1,148 @@
+"""Public entry points: convert, save."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import onnx
+import onnx_ir as ir
+
+from . import __version__
+from .converters import BUILTIN
+from .core import layout as L
+from .core import walker
+from .core.context import ConversionContext, Tensor
+from .core.driver import convert_graph, find_unsupported
+from .core.dtypes import to_onnx_dtype
+from .core.errors import InvalidInputError, OutputWriteError, UnsupportedError
+from .core.opsets import ir_version_for, resolve_opset
+from .core.registry import Registry
+from .core.signature import input_shapes
+from .passes import run_default_passes
+
+_TWO_GB = 2**31
+
+
+def convert(model, *, opset: int | None = None, input_signature=None, input_names=None,
+            output_names=None, dynamic_batch: bool = True, converters: Registry | None = None,
+            optimize: bool = True) -> onnx.ModelProto:
+    """Convert an in-memory Keras 3 model to an ONNX ``ModelProto``.
+
+    ``input_signature``: list (or dict by input name) of shapes such as ``(None, 224, 224, 3)``;
+    ``None`` or a string marks a dynamic dim. ``converters``: a :class:`Registry` whose converters
+    win over the built-in ones.
+    """
+    return ir.to_proto(convert_to_ir(model, opset=opset, input_signature=input_signature,
+                                     input_names=input_names, output_names=output_names,
+                                     dynamic_batch=dynamic_batch, converters=converters,
+                                     optimize=optimize))
+
+
+def convert_to_ir(model, *, opset=None, input_signature=None, input_names=None, output_names=None,
+                  dynamic_batch=True, converters=None, optimize=True) -> ir.Model:
+    opset = resolve_opset(opset)
+    registry = converters.chain(BUILTIN) if converters is not None else BUILTIN
+    if input_signature is not None and walker.is_model(model):
+        first = input_signature[0] if isinstance(input_signature, (list, tuple)) else None
+        if first is not None and isinstance(first, (list, tuple)):
+            walker.build_sequential(model, first)
+    if not walker.is_model(model):
+        raise InvalidInputError(f"expected a Keras 3 model, got {type(model).__name__}")
+    functional = walker.functional_of(model)
+    unsupported = find_unsupported(functional, registry, opset)
+    if unsupported:
+        raise UnsupportedError(unsupported)
+
+    ctx = ConversionContext(opset, registry, graph_name=model.name)
+    keras_inputs = walker.graph_inputs(functional)
+    keras_outputs = walker.graph_outputs(functional)
+    in_names = _names(input_names, [walker.producer_name(t) for t in keras_inputs], "input")
+    out_names = _names(output_names, _dedupe(walker.output_names(model, functional)), "output")
+    if len(set(in_names + out_names)) != len(in_names) + len(out_names):
+        raise InvalidInputError(f"input and output names must be unique: {in_names + out_names}")
+    for name in in_names + out_names:
+        ctx.reserve(name)
+    shapes = input_shapes(keras_inputs, in_names, input_signature, dynamic_batch)
+
+    graph_inputs = []
+    for kt, name, shape in zip(keras_inputs, in_names, shapes):
+        value = ir.Value(name=name, type=ir.TensorType(to_onnx_dtype(kt.dtype)), shape=ir.Shape(shape))
+        graph_inputs.append(Tensor(value, L.identity(len(shape))))
+        ctx.graph.inputs.append(value)
+
+    results = convert_graph(ctx, functional, graph_inputs)
+    batch = shapes[0][0] if shapes and shapes[0] else None
+    for kt, tensor, name in zip(keras_outputs, results, out_names):
+        ctx.bind(kt, tensor)
+        value = ctx.fetch(kt, L.identity(len(kt.shape)))
+        if value.is_graph_input() or value.is_graph_output() or value.producer() is None:
+            value = ctx.op("Identity", [value])
+        value.name = name
+        value.dtype = to_onnx_dtype(kt.dtype)
+        value.shape = ir.Shape([batch if i == 0 and d is None and batch is not None else d
+                                for i, d in enumerate(kt.shape)])
+        ctx.graph.outputs.append(value)
+
+    ir_model = ir.Model(ctx.graph, ir_version=ir_version_for(opset), producer_name="kerasonnx",
+                        producer_version=__version__)
+    if optimize:
+        run_default_passes(ir_model)
+    return ir_model
+
+
+def _dedupe(names: list[str]) -> list[str]:
+    seen: dict[str, int] = {}
+    result = []
+    for name in names:
+        seen[name] = seen.get(name, 0) + 1
+        result.append(name if seen[name] == 1 else f"{name}_{seen[name] - 1}")
+    return result
+
+
+def _names(given, default: list[str], kind: str) -> list[str]:
+    if given is None:
+        return list(default)
+    given = [given] if isinstance(given, str) else list(given)
+    if len(given) != len(default):
+        raise InvalidInputError(f"got {len(given)} {kind} name(s) for a model with {len(default)} {kind}(s)")
+    return given
+
+
+def save(onnx_model, path, *, external_data: bool | None = None) -> Path:
+    """Write ``onnx_model`` to ``path`` atomically; big models get a ``<name>.data`` side file.
+
+    ``external_data=None`` stores weights externally only when the model would exceed 2 GB.
+    """
+    path = Path(path)
+    if isinstance(onnx_model, ir.Model):
+        onnx_model = ir.to_proto(onnx_model)
+    if not isinstance(onnx_model, onnx.ModelProto):
+        raise InvalidInputError(f"save() expects an onnx.ModelProto, got {type(onnx_model).__name__}")
+    if external_data is None:
+        external_data = _weights_size(onnx_model) > _TWO_GB - 64 * 2**20
+    directory = path.parent if str(path.parent) else Path(".")
+    if not directory.is_dir():
+        raise OutputWriteError(f"cannot write {path}: directory {directory} does not exist")
+    try:
+        tmpdir = Path(tempfile.mkdtemp(prefix=".kerasonnx-", dir=directory))
+    except OSError as exc:
+        raise OutputWriteError(f"cannot write {path}: {exc.strerror or exc}") from None
+    data_name = path.name + ".data"
+    try:
+        onnx.save_model(onnx_model, tmpdir / path.name, save_as_external_data=external_data,
+                        all_tensors_to_one_file=True, location=data_name, size_threshold=1024)
+        if external_data:
+            os.replace(tmpdir / data_name, directory / data_name)
+        os.replace(tmpdir / path.name, path)
+    except OSError as exc:
+        raise OutputWriteError(f"cannot write {path}: {exc.strerror or exc}") from None
+    finally:
+        shutil.rmtree(tmpdir, ignore_errors=True)
+    return path
+
+
+def _weights_size(model: onnx.ModelProto) -> int:
+    return sum(len(t.raw_data) or 4 * max(1, len(t.float_data)) for t in model.graph.initializer)

@@ -1,0 +1,3 @@
+"""layers_activation converters."""
+
+from __future__ import annotations

@@ -1,0 +1,3 @@
+"""layers_applications converters."""
+
+from __future__ import annotations

@@ -1,0 +1,3 @@
+"""layers_conv converters."""
+
+from __future__ import annotations

@@ -1,0 +1,3 @@
+"""layers_merging converters."""
+
+from __future__ import annotations

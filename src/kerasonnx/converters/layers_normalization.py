@@ -1,0 +1,3 @@
+"""layers_normalization converters."""
+
+from __future__ import annotations

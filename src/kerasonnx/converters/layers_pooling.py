@@ -1,0 +1,3 @@
+"""layers_pooling converters."""
+
+from __future__ import annotations

@@ -1,0 +1,3 @@
+"""layers_preprocessing converters."""
+
+from __future__ import annotations

@@ -1,0 +1,3 @@
+"""layers_reshaping converters."""
+
+from __future__ import annotations

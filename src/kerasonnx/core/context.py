@@ -1,0 +1,189 @@
+"""Conversion context: builds the onnx_ir graph, names values after Keras layers, tracks layouts,
+and offers the small helpers converters share (constants, weights, opset-dependent ops)."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import keras
+import numpy as np
+import onnx_ir as ir
+
+from . import layout as L
+from .dtypes import to_numpy_dtype, to_onnx_dtype
+from .walker import variable_path
+
+_SMALL_CONST = 16
+
+
+@dataclass
+class Tensor:
+    """A converted value and how it is stored relative to its Keras tensor."""
+
+    value: ir.Value
+    perm: L.Perm
+
+
+def _clean(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_./:-]", "_", name)
+
+
+class ConversionContext:
+    def __init__(self, opset: int, registry, graph_name: str = "keras_model"):
+        self.opset = opset
+        self.registry = registry
+        self.graph = ir.Graph([], [], nodes=[], opset_imports={"": opset}, name=_clean(graph_name))
+        self._names: set[str] = set()
+        self._values: dict[int, Tensor] = {}
+        self._transposed: dict[tuple[int, L.Perm], ir.Value] = {}
+        self._small_consts: dict[tuple, ir.Value] = {}
+        # Per-node state, set by the converter driver before calling a converter.
+        self.scope = ""
+        self.operation: Any = None
+        self.in_tensors: list = []
+        self.out_tensors: list = []
+        self.kwargs: dict = {}
+        self.perm: L.Perm = ()
+        self.out_perms: list[L.Perm] | None = None
+
+    # ---- naming -------------------------------------------------------------------------------
+    def reserve(self, name: str) -> None:
+        self._names.add(name)
+
+    def unique_name(self, base: str) -> str:
+        base = _clean(base) or "v"
+        name, i = base, 1
+        while name in self._names:
+            name = f"{base}_{i}"
+            i += 1
+        self._names.add(name)
+        return name
+
+    def _scoped(self, hint: str) -> str:
+        return self.unique_name(f"{self.scope}/{hint}" if self.scope else hint)
+
+    # ---- node emission ------------------------------------------------------------------------
+    def op(self, op_type: str, inputs: Sequence[ir.Value | None], attrs: dict | None = None, *,
+           outputs: int = 1, domain: str = "") -> ir.Value | tuple[ir.Value, ...]:
+        """Append one ONNX node; returns its output value (or a tuple when ``outputs > 1``)."""
+        attributes = ir.convenience.convert_attributes(
+            {k: v for k, v in (attrs or {}).items() if v is not None}
+        )
+        node = ir.Node(domain, op_type, list(inputs), attributes, num_outputs=outputs,
+                       name=self._scoped(op_type))
+        for out in node.outputs:
+            out.name = self._scoped(op_type.lower())
+        self.graph.append(node)
+        return node.outputs[0] if outputs == 1 else tuple(node.outputs)
+
+    # ---- constants ----------------------------------------------------------------------------
+    def const(self, array, dtype=None, name: str = "const") -> ir.Value:
+        """An initializer holding ``array`` (cast to ``dtype``). Small constants are shared."""
+        arr = np.asarray(array, dtype=to_numpy_dtype(dtype) if dtype is not None else None)
+        if arr.size <= _SMALL_CONST:
+            key = (arr.dtype.str, arr.shape, arr.tobytes())
+            if key in self._small_consts:
+                return self._small_consts[key]
+            name = self.unique_name(f"const_{arr.dtype.name}_{_short(arr)}")
+        else:
+            name = self._scoped(name)
+        value = ir.Value(name=name, const_value=ir.tensor(_contiguous(arr), name=name),
+                         type=ir.TensorType(to_onnx_dtype(arr.dtype)), shape=ir.Shape(arr.shape))
+        self.graph.register_initializer(value)
+        if arr.size <= _SMALL_CONST:
+            self._small_consts[key] = value
+        return value
+
+    def int64s(self, values) -> ir.Value:
+        return self.const(np.asarray(values, dtype=np.int64))
+
+    def scalar(self, number, dtype=None) -> ir.Value:
+        """A scalar constant in ``dtype`` (default: the current layer's output dtype)."""
+        return self.const(np.asarray(number), dtype or self.out_dtype())
+
+    def weight(self, variable, transform=None, dtype=None) -> ir.Value:
+        """An initializer from a Keras variable, named after its path; ``transform`` reshapes it."""
+        arr = keras.ops.convert_to_numpy(variable)
+        if transform is not None:
+            arr = transform(arr)
+        arr = np.asarray(arr, dtype=to_numpy_dtype(dtype or self.out_dtype()))
+        name = self.unique_name(variable_path(variable))
+        value = ir.Value(name=name, const_value=ir.tensor(_contiguous(arr), name=name),
+                         type=ir.TensorType(to_onnx_dtype(arr.dtype)), shape=ir.Shape(arr.shape))
+        self.graph.register_initializer(value)
+        return value
+
+    def channel_const(self, vector, keras_axis: int = -1, rank: int | None = None, dtype=None,
+                      name: str = "const") -> ir.Value:
+        """A per-channel constant broadcastable against the current (possibly permuted) input."""
+        rank = rank or len(self.perm)
+        shape = [1] * rank
+        shape[L.actual_axis(self.perm or L.identity(rank), keras_axis)] = -1
+        return self.const(np.reshape(np.asarray(vector), shape), dtype or self.out_dtype(), name)
+
+    # ---- Keras metadata of the current node ---------------------------------------------------
+    def in_shape(self, i: int = 0) -> tuple:
+        return tuple(self.in_tensors[i].shape)
+
+    def in_dtype(self, i: int = 0) -> str:
+        return self.in_tensors[i].dtype
+
+    def out_shape(self, i: int = 0) -> tuple:
+        return tuple(self.out_tensors[i].shape)
+
+    def out_dtype(self, i: int = 0) -> str:
+        return self.out_tensors[i].dtype
+
+    def axis(self, keras_axis: int, rank: int | None = None) -> int:
+        """Where Keras axis ``keras_axis`` of the current input lives in the stored tensor."""
+        rank = rank or len(self.perm) or len(self.in_shape())
+        return L.actual_axis(self.perm or L.identity(rank), keras_axis)
+
+    # ---- value bookkeeping (driver) -----------------------------------------------------------
+    def bind(self, keras_tensor, tensor: Tensor) -> None:
+        self._values[id(keras_tensor)] = tensor
+
+    def lookup(self, keras_tensor) -> Tensor:
+        return self._values[id(keras_tensor)]
+
+    def fetch(self, keras_tensor, perm: L.Perm) -> ir.Value:
+        """The value of ``keras_tensor`` stored with ``perm`` (Transposes are inserted once)."""
+        stored = self.lookup(keras_tensor)
+        if stored.perm == perm:
+            return stored.value
+        key = (id(stored.value), perm)
+        if key not in self._transposed:
+            self._transposed[key] = self.op("Transpose", [stored.value],
+                                            {"perm": list(L.compose(stored.perm, perm))})
+        return self._transposed[key]
+
+    # ---- opset-aware helpers ------------------------------------------------------------------
+    def reduce(self, op_type: str, x: ir.Value, axes: Sequence[int] | None, keepdims: bool) -> ir.Value:
+        """ReduceXxx with ``axes`` as attribute or input, whichever the opset wants."""
+        as_input = self.opset >= 18 or op_type == "ReduceSum"
+        attrs = {"keepdims": int(keepdims)}
+        if axes is None:
+            return self.op(op_type, [x], attrs)
+        if as_input:
+            return self.op(op_type, [x, self.int64s(list(axes))], attrs)
+        return self.op(op_type, [x], {**attrs, "axes": list(axes)})
+
+    def split(self, x: ir.Value, sizes: Sequence[int], axis: int) -> tuple[ir.Value, ...]:
+        outs = self.op("Split", [x, self.int64s(list(sizes))], {"axis": axis}, outputs=len(sizes))
+        return outs if len(sizes) > 1 else (outs,)
+
+    def cast(self, x: ir.Value, dtype) -> ir.Value:
+        return self.op("Cast", [x], {"to": to_onnx_dtype(dtype)})
+
+
+def _short(arr: np.ndarray) -> str:
+    if arr.size == 1:
+        return _clean(str(arr.reshape(-1)[0].item()).replace("-", "m").replace(".", "p"))
+    return f"{arr.size}v"
+
+
+def _contiguous(arr: np.ndarray) -> np.ndarray:
+    """C-contiguous ``arr`` keeping 0-d arrays 0-d (np.ascontiguousarray makes them 1-d)."""
+    return arr if arr.flags.c_contiguous else np.array(arr, order="C")

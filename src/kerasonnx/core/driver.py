@@ -1,0 +1,98 @@
+"""Drives a conversion: checks support up front, walks the graph, applies layouts, calls converters."""
+
+from __future__ import annotations
+
+import keras
+
+from . import layout as L
+from . import walker
+from .context import ConversionContext, Tensor
+from .errors import ConversionError, UnsupportedError, UnsupportedItem
+from .registry import ConverterSpec
+
+
+def find_unsupported(functional, registry, opset: int) -> list[UnsupportedItem]:
+    """Every layer/op of ``functional`` (nested models included) that cannot be converted."""
+    items: list[UnsupportedItem] = []
+    for node in walker.nodes(functional):
+        op = node.operation
+        if walker.is_model(op):
+            items.extend(find_unsupported(walker.functional_of(op), registry, opset))
+            continue
+        spec = registry.lookup(type(op))
+        if spec is None:
+            items.append(UnsupportedItem(op.name, type(op).__name__))
+        elif spec.min_opset > opset:
+            items.append(UnsupportedItem(op.name, type(op).__name__, f"needs opset >= {spec.min_opset}"))
+    return items
+
+
+def convert_graph(ctx: ConversionContext, functional, inputs: list[Tensor], prefix: str = "") -> list[Tensor]:
+    """Convert ``functional`` given its input values; returns its output values."""
+    for kt, tensor in zip(walker.graph_inputs(functional), inputs):
+        ctx.bind(kt, tensor)
+    for node in walker.nodes(functional):
+        op = node.operation
+        if walker.is_model(op):
+            inner = walker.functional_of(op)
+            outs = convert_graph(ctx, inner, [ctx.lookup(t) for t in node.input_tensors],
+                                 prefix=f"{prefix}{op.name}/")
+            for kt, tensor in zip(node.outputs, outs):
+                ctx.bind(kt, tensor)
+            continue
+        _convert_node(ctx, node, ctx.registry.lookup(type(op)), prefix)
+    return [ctx.lookup(kt) for kt in walker.graph_outputs(functional)]
+
+
+def _layer_perm(ctx: ConversionContext, op, spec: ConverterSpec, node) -> L.Perm:
+    rank = len(node.input_tensors[0].shape) if node.input_tensors else 0
+    if spec.layout is L.Layout.CHANNELS_FIRST:
+        if getattr(op, "data_format", "channels_last") == "channels_first":
+            return L.identity(rank)
+        return L.channels_first(rank)
+    if spec.layout is L.Layout.ANY and node.input_tensors:
+        out_rank = len(node.outputs[0].shape) if node.outputs else rank
+        if all(len(t.shape) == out_rank for t in node.input_tensors):
+            return ctx.lookup(node.input_tensors[0]).perm
+    return L.identity(rank)
+
+
+def _convert_node(ctx: ConversionContext, node, spec: ConverterSpec, prefix: str) -> None:
+    op = node.operation
+    perm = _layer_perm(ctx, op, spec, node)
+    ctx.scope = prefix + op.name
+    ctx.operation = op
+    ctx.in_tensors = node.input_tensors
+    ctx.out_tensors = node.outputs
+    ctx.perm = perm
+    ctx.out_perms = None
+
+    def fetch(kt):
+        rank = len(kt.shape)
+        return ctx.fetch(kt, perm if len(perm) == rank else L.identity(rank))
+
+    args, ctx.kwargs = node.filled_arguments(fetch)
+    flat_args = keras.tree.flatten(args)
+    try:
+        result = spec.fn(ctx, op, *flat_args)
+    except (UnsupportedError, ConversionError):
+        raise
+    except Exception as exc:  # a converter bug must name the layer it failed on
+        raise ConversionError(
+            f"converter for '{ctx.scope}' ({type(op).__name__}) failed: {type(exc).__name__}: {exc}"
+        ) from exc
+    results = list(result) if isinstance(result, (list, tuple)) else [result]
+    if len(results) != len(node.outputs):
+        raise ConversionError(
+            f"converter for '{ctx.scope}' ({type(op).__name__}) returned {len(results)} value(s) "
+            f"for {len(node.outputs)} Keras output(s)"
+        )
+    out_perms = ctx.out_perms or [
+        perm if (spec.layout is not L.Layout.KERAS and len(kt.shape) == len(perm)) else L.identity(len(kt.shape))
+        for kt in node.outputs
+    ]
+    inputs_ids = {id(ctx.lookup(t).value) for t in node.input_tensors}
+    for i, (kt, value, out_perm) in enumerate(zip(node.outputs, results, out_perms)):
+        if value.producer() is not None and id(value) not in inputs_ids and not value.is_graph_input():
+            value.name = ctx.unique_name(ctx.scope if len(results) == 1 else f"{ctx.scope}:{i}")
+        ctx.bind(kt, Tensor(value, tuple(out_perm)))

@@ -1,0 +1,103 @@
+"""Converter registries: objects mapping a Keras layer/op class to a converter function.
+
+A converter is ``fn(ctx, op, *inputs) -> value | sequence of values``. ``inputs`` are the node's
+positional call arguments, flattened, with Keras tensors replaced by ONNX values (non-tensor
+arguments such as Python scalars stay as they are). Registries are plain objects: user registries
+chain to the built-in one and win over it; nothing global changes during a conversion.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable
+
+from .layout import Layout
+
+
+@dataclass(frozen=True)
+class Case:
+    """A test case declared beside a converter.
+
+    ``build`` returns a Keras layer (or any callable on Keras tensors). ``input_shapes`` are the
+    per-input shapes without the batch dimension. ``dtypes`` default to float32.
+    """
+
+    name: str
+    build: Callable[[], Any]
+    input_shapes: tuple = ((4,),)
+    dtypes: tuple | None = None
+    int_range: tuple[int, int] = (0, 10)
+    atol: float = 1e-4
+    min_opset: int | None = None
+
+
+@dataclass(frozen=True)
+class ConverterSpec:
+    fn: Callable
+    keras_class: type
+    min_opset: int
+    layout: Layout
+    cases: tuple[Case, ...] = field(default_factory=tuple)
+
+    @property
+    def qualname(self) -> str:
+        return f"{self.keras_class.__module__}.{self.keras_class.__qualname__}"
+
+
+class Registry:
+    """Maps Keras classes to converters. ``parent`` is consulted when this registry has no entry."""
+
+    def __init__(self, parent: "Registry | None" = None, name: str = "user"):
+        self._specs: dict[type, ConverterSpec] = {}
+        self.parent = parent
+        self.name = name
+
+    def register(
+        self,
+        *keras_classes: type,
+        min_opset: int = 13,
+        layout: Layout = Layout.KERAS,
+        cases: Iterable[Case] = (),
+    ) -> Callable[[Callable], Callable]:
+        """Decorator registering ``fn`` for each of ``keras_classes`` (exact class match)."""
+        if not keras_classes:
+            raise TypeError("register() needs at least one Keras class")
+
+        def decorator(fn: Callable) -> Callable:
+            for cls in keras_classes:
+                self._specs[cls] = ConverterSpec(fn, cls, min_opset, Layout(layout), tuple(cases))
+            return fn
+
+        return decorator
+
+    def lookup(self, keras_class: type) -> ConverterSpec | None:
+        spec = self._specs.get(keras_class)
+        if spec is None and self.parent is not None:
+            return self.parent.lookup(keras_class)
+        return spec
+
+    def chain(self, parent: "Registry") -> "Registry":
+        """A new registry with this one's converters, falling back to ``parent`` (then ours)."""
+        merged = Registry(parent=parent, name=self.name)
+        merged._specs = dict(self._specs)
+        return merged
+
+    def specs(self) -> list[ConverterSpec]:
+        seen: dict[type, ConverterSpec] = {}
+        registry: Registry | None = self
+        while registry is not None:
+            for cls, spec in registry._specs.items():
+                seen.setdefault(cls, spec)
+            registry = registry.parent
+        return list(seen.values())
+
+    def cases(self) -> list[Case]:
+        """Every declared test case once (a converter registered for several classes shares them)."""
+        unique: dict[int, Case] = {}
+        for spec in self.specs():
+            for case in spec.cases:
+                unique.setdefault(id(case), case)
+        return list(unique.values())
+
+    def __contains__(self, keras_class: type) -> bool:
+        return self.lookup(keras_class) is not None

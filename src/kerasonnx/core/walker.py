@@ -1,0 +1,123 @@
+"""The only module that touches Keras' private graph API (``keras.src``, ``_nodes_by_depth``,
+``Node``, ``SymbolicArguments``, ``Sequential._functional``). Checked on Keras 3.8 to 3.15; when Keras
+moves something, this is the one file to change.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import keras
+
+from .errors import InvalidInputError
+
+
+@dataclass
+class GraphNode:
+    """One call of a layer or ``keras.ops`` operation in a functional graph."""
+
+    operation: Any
+    input_tensors: list
+    outputs: list
+    _arguments: Any
+
+    def filled_arguments(self, lookup) -> tuple[tuple, dict]:
+        """Positional and keyword call arguments with Keras tensors replaced by ``lookup(tensor)``."""
+        args = keras.tree.map_structure(lambda x: _swap(x, lookup), self._arguments.args)
+        kwargs = keras.tree.map_structure(lambda x: _swap(x, lookup), self._arguments.kwargs)
+        return args, kwargs
+
+
+def _swap(x, lookup):
+    return lookup(x) if is_keras_tensor(x) else x
+
+
+def is_keras_tensor(x) -> bool:
+    return isinstance(x, keras.KerasTensor)
+
+
+def is_model(operation) -> bool:
+    return isinstance(operation, keras.Model)
+
+
+def is_layer(operation) -> bool:
+    return isinstance(operation, keras.layers.Layer)
+
+
+def functional_of(model):
+    """The walkable functional graph of a Functional or Sequential model (built if needed)."""
+    if isinstance(model, keras.Sequential):
+        functional = getattr(model, "_functional", None)
+        if functional is None:
+            raise InvalidInputError(
+                f"Sequential model '{model.name}' has no input shape yet: build it first "
+                "(model.build((None, ...))) or pass input_signature"
+            )
+        return functional
+    if not hasattr(model, "_nodes_by_depth") or not getattr(model, "inputs", None):
+        raise InvalidInputError(
+            f"model '{model.name}' ({type(model).__name__}) is not a Functional or Sequential model "
+            "with known inputs; subclassed models are not supported yet"
+        )
+    return model
+
+
+def build_sequential(model, input_shape) -> None:
+    """Build a Sequential model created without an ``Input`` so that it gets a functional graph."""
+    if isinstance(model, keras.Sequential) and getattr(model, "_functional", None) is None:
+        model.build(tuple(input_shape))
+
+
+def graph_inputs(functional) -> list:
+    return list(keras.tree.flatten(functional.inputs))
+
+
+def graph_outputs(functional) -> list:
+    return list(keras.tree.flatten(functional.outputs))
+
+
+def producer_name(keras_tensor) -> str:
+    """Name of the layer/op that produced ``keras_tensor`` (an input's InputLayer for inputs)."""
+    history = getattr(keras_tensor, "_keras_history", None)
+    operation = getattr(history, "operation", None)
+    return getattr(operation, "name", None) or keras_tensor.name
+
+
+def output_names(model, functional) -> list[str]:
+    names = getattr(model, "output_names", None)
+    if names and len(names) == len(graph_outputs(functional)):
+        return list(names)
+    return [producer_name(t) for t in graph_outputs(functional)]
+
+
+def nodes(functional) -> list[GraphNode]:
+    """Non-input nodes of ``functional`` in topological order."""
+    ordered = []
+    by_depth = functional._nodes_by_depth
+    for depth in sorted(by_depth, reverse=True):
+        for node in by_depth[depth]:
+            if node.is_input:
+                continue
+            ordered.append(
+                GraphNode(node.operation, list(node.input_tensors), list(node.outputs), node.arguments)
+            )
+    return ordered
+
+
+def variable_path(variable) -> str:
+    return getattr(variable, "path", None) or variable.name
+
+
+def ops_class(module: str, name: str):
+    """The ``keras.src.ops.<module>.<name>`` Operation class, or None if this Keras lacks it."""
+    import importlib
+
+    try:
+        return getattr(importlib.import_module(f"keras.src.ops.{module}"), name)
+    except (ImportError, AttributeError):
+        return None
+
+
+def ops_classes(module: str, *names: str) -> list:
+    return [c for c in (ops_class(module, n) for n in names) if c is not None]

@@ -1,0 +1,31 @@
+"""Run a converter's declared test cases: build a model, convert, run onnxruntime, compare with Keras."""
+
+from __future__ import annotations
+
+import keras
+import onnx
+
+from .api import convert
+from .core.registry import Case
+from .verify import verify
+
+
+def build_case_model(case: Case):
+    dtypes = case.dtypes or ("float32",) * len(case.input_shapes)
+    inputs = [keras.Input(shape, dtype=dtype, name=f"in{i}")
+              for i, (shape, dtype) in enumerate(zip(case.input_shapes, dtypes))]
+    fn = case.build()
+    if isinstance(fn, keras.layers.Layer) and len(inputs) > 1:
+        outputs = fn(inputs)
+    else:
+        outputs = fn(*inputs)
+    return keras.Model(inputs, outputs, name=case.name)
+
+
+def run_case(case: Case, opset: int | None = None, batch_sizes=(1, 3)):
+    model = build_case_model(case)
+    onnx_model = convert(model, opset=opset)
+    onnx.checker.check_model(onnx_model, full_check=True)
+    report = verify(model, onnx_model, batch_sizes=batch_sizes, atol=case.atol, rtol=1e-3,
+                    int_range=case.int_range)
+    return onnx_model, report
