@@ -134,7 +134,7 @@ def save(onnx_model, path, *, external_data: bool | None = None) -> Path:
     try:
         onnx.save_model(onnx_model, tmpdir / path.name, save_as_external_data=external_data,
                         all_tensors_to_one_file=True, location=data_name, size_threshold=1024)
-        if external_data:
+        if (tmpdir / data_name).exists():
             os.replace(tmpdir / data_name, directory / data_name)
         os.replace(tmpdir / path.name, path)
     except OSError as exc:

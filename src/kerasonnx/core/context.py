@@ -103,9 +103,14 @@ class ConversionContext:
         """A scalar constant in ``dtype`` (default: the current layer's output dtype)."""
         return self.const(np.asarray(number), dtype or self.out_dtype())
 
+    @staticmethod
+    def numpy(variable) -> np.ndarray:
+        """The value of a Keras variable (or backend tensor) as a numpy array."""
+        return keras.ops.convert_to_numpy(variable)
+
     def weight(self, variable, transform=None, dtype=None) -> ir.Value:
         """An initializer from a Keras variable, named after its path; ``transform`` reshapes it."""
-        arr = keras.ops.convert_to_numpy(variable)
+        arr = self.numpy(variable)
         if transform is not None:
             arr = transform(arr)
         arr = np.asarray(arr, dtype=to_numpy_dtype(dtype or self.out_dtype()))

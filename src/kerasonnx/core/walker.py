@@ -121,3 +121,13 @@ def ops_class(module: str, name: str):
 
 def ops_classes(module: str, *names: str) -> list:
     return [c for c in (ops_class(module, n) for n in names) if c is not None]
+
+
+def app_class(module: str, name: str):
+    """A layer class defined in ``keras.src.applications.<module>``, or None."""
+    import importlib
+
+    try:
+        return getattr(importlib.import_module(f"keras.src.applications.{module}"), name)
+    except (ImportError, AttributeError):
+        return None

@@ -81,11 +81,10 @@ def _fold_one(graph: ir.Graph, node: ir.Node) -> bool:
         node.replace_input_with(2, new_b)
     out = consumer.outputs[0]
     produced = node.outputs[0]
-    ir.convenience.replace_all_uses_with(out, produced)
-    if out.is_graph_output():
-        idx = [i for i, o in enumerate(graph.outputs) if o is out]
-        for i in idx:
+    for i, graph_output in enumerate(graph.outputs):
+        if graph_output is out:
             graph.outputs[i] = produced
+    ir.convenience.replace_all_uses_with(out, produced)
     name = out.name
     graph.remove(consumer, safe=True)
     produced.name = name

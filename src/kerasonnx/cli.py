@@ -1,0 +1,124 @@
+"""Command line: ``kerasonnx convert MODEL -o OUT.onnx [...]`` (also ``python -m kerasonnx``).
+
+Exit codes: 0 success; 1 other kerasonnx error; 2 bad arguments or input; 3 model file cannot be
+loaded; 4 unsupported layers/ops; 5 converter failure (a bug); 6 verification failed; 7 output cannot
+be written; 70 unexpected internal error (rerun with --debug for the traceback).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+import traceback
+from pathlib import Path
+
+EXIT_INTERNAL = 70
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="kerasonnx", description="Convert Keras models to ONNX.")
+    parser.add_argument("--version", action="store_true", help="print the version and exit")
+    sub = parser.add_subparsers(dest="command")
+    conv = sub.add_parser("convert", help="convert a .keras/.h5 model file to ONNX")
+    conv.add_argument("model", help="path of a .keras or .h5 model file")
+    conv.add_argument("-o", "--output", help="output .onnx path (default: MODEL with .onnx suffix)")
+    conv.add_argument("--opset", type=int, help="target ONNX opset (default: newest supported)")
+    conv.add_argument("--input-shape", action="append", default=[], metavar="[NAME=]DIMS",
+                      help="input shape, e.g. 'image=?,224,224,3' ('?' or a name = dynamic); repeatable")
+    conv.add_argument("--input-names", help="comma-separated ONNX input names")
+    conv.add_argument("--output-names", help="comma-separated ONNX output names")
+    conv.add_argument("--static-batch", action="store_true", help="fix the batch dimension to 1")
+    conv.add_argument("--verify", action="store_true", help="compare with Keras in onnxruntime before saving")
+    conv.add_argument("--atol", type=float, default=1e-4, help="verification absolute tolerance")
+    conv.add_argument("--rtol", type=float, default=1e-3, help="verification relative tolerance")
+    conv.add_argument("--external-data", choices=["auto", "yes", "no"], default="auto",
+                      help="store weights in a side file (auto: only above 2 GB)")
+    conv.add_argument("--no-optimize", action="store_true", help="skip graph clean-up passes")
+    conv.add_argument("--unsafe", action="store_true",
+                      help="allow loading Lambda layers (runs code from the file; trusted files only)")
+    conv.add_argument("--debug", action="store_true", help="show tracebacks")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    args = _parser().parse_args(argv)
+    if args.version:
+        from . import __version__
+
+        print(f"kerasonnx {__version__}")
+        return 0
+    if args.command != "convert":
+        _parser().print_help()
+        return 2
+    try:
+        return _convert(args)
+    except KeyboardInterrupt:
+        print("kerasonnx: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # every failure becomes one line (and a traceback with --debug)
+        from .core.errors import KerasOnnxError
+
+        if args.debug:
+            traceback.print_exc()
+        if isinstance(exc, KerasOnnxError):
+            print(f"kerasonnx: error: {exc}", file=sys.stderr)
+            return exc.exit_code
+        print(f"kerasonnx: internal error: {type(exc).__name__}: {exc} (rerun with --debug and report it)",
+              file=sys.stderr)
+        return EXIT_INTERNAL
+
+
+def _signature(specs: list[str]):
+    from .core.errors import InvalidInputError
+    from .core.signature import parse_shape_spec
+
+    if not specs:
+        return None
+    named = [s.split("=", 1) for s in specs if "=" in s]
+    if named and len(named) != len(specs):
+        raise InvalidInputError("--input-shape: give NAME=DIMS for every input, or DIMS for all of them")
+    if named:
+        return {name.strip(): parse_shape_spec(dims) for name, dims in named}
+    return [parse_shape_spec(s) for s in specs]
+
+
+def _split(text: str | None):
+    return None if text is None else [part.strip() for part in text.split(",")]
+
+
+def _convert(args) -> int:
+    started = time.perf_counter()
+    signature = _signature(args.input_shape)  # validate cheap arguments before importing Keras
+    output = Path(args.output) if args.output else Path(args.model).with_suffix(".onnx")
+    if not output.parent.is_dir() and str(output.parent):
+        from .core.errors import OutputWriteError
+
+        raise OutputWriteError(f"cannot write {output}: directory {output.parent} does not exist")
+
+    import kerasonnx
+
+    model = kerasonnx.load_model(args.model, safe_mode=not args.unsafe)
+    onnx_model = kerasonnx.convert(model, opset=args.opset, input_signature=signature,
+                                   input_names=_split(args.input_names),
+                                   output_names=_split(args.output_names),
+                                   dynamic_batch=not args.static_batch, optimize=not args.no_optimize)
+    converted = time.perf_counter()
+    verdict = ""
+    if args.verify:
+        report = kerasonnx.verify(model, onnx_model, atol=args.atol, rtol=args.rtol)
+        report.raise_for_failure()
+        verdict = f"; verified: max abs err {report.max_abs:.1e}, max rel err {report.max_rel:.1e}"
+    external = {"auto": None, "yes": True, "no": False}[args.external_data]
+    kerasonnx.save(onnx_model, output, external_data=external)
+    size = output.stat().st_size + sum(p.stat().st_size for p in output.parent.glob(output.name + ".data"))
+    print(f"{args.model} -> {output}: opset {onnx_model.opset_import[0].version}, "
+          f"{len(onnx_model.graph.node)} nodes, {size / 1e6:.1f} MB, converted in "
+          f"{converted - started:.2f} s{verdict}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

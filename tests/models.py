@@ -1,0 +1,39 @@
+"""Small Keras models built in code for the API and CLI tests."""
+
+import keras
+from keras import layers
+
+
+def mlp(name="mlp"):
+    x = keras.Input((8,), name="features")
+    h = layers.Dense(64, activation="relu", name="hidden")(x)
+    y = layers.Dense(3, activation="softmax", name="probs")(h)
+    return keras.Model(x, y, name=name)
+
+
+def two_io():
+    a = keras.Input((4,), name="a")
+    b = keras.Input((4,), name="b")
+    s = layers.Dense(5, name="sum_branch")(a + b)
+    d = layers.Dense(2, name="diff_branch")(a - b)
+    return keras.Model([a, b], [s, d], name="two_io")
+
+
+class Doubler(layers.Layer):
+    """A custom layer no built-in converter knows."""
+
+    def call(self, x):
+        return x * 2.0
+
+
+class Halver(layers.Layer):
+    def call(self, x):
+        return x * 0.5
+
+
+def with_custom_layers():
+    x = keras.Input((6,), name="x")
+    h = Doubler(name="doubler")(x)
+    h = layers.Dense(4, name="dense")(h)
+    y = Halver(name="halver")(h)
+    return keras.Model(x, y)
