@@ -36,6 +36,8 @@ def _parser() -> argparse.ArgumentParser:
     conv.add_argument("--external-data", choices=["auto", "yes", "no"], default="auto",
                       help="store weights in a side file (auto: only above 2 GB)")
     conv.add_argument("--no-optimize", action="store_true", help="skip graph clean-up passes")
+    conv.add_argument("--custom-objects", metavar="FILE.py",
+                      help="Python file defining the model's custom layers (its code runs)")
     conv.add_argument("--unsafe", action="store_true",
                       help="allow loading Lambda layers (runs code from the file; trusted files only)")
     conv.add_argument("--debug", action="store_true", help="show tracebacks")
@@ -85,6 +87,24 @@ def _signature(specs: list[str]):
     return [parse_shape_spec(s) for s in specs]
 
 
+def _custom_objects(path: str) -> dict:
+    """Classes and functions defined in a user's Python file, by name."""
+    import importlib.util
+
+    from .core.errors import InvalidInputError
+
+    spec = importlib.util.spec_from_file_location("kerasonnx_custom_objects", path)
+    if spec is None or not Path(path).is_file():
+        raise InvalidInputError(f"--custom-objects: {path} is not a Python file")
+    module = importlib.util.module_from_spec(spec)
+    try:
+        spec.loader.exec_module(module)
+    except Exception as exc:
+        raise InvalidInputError(f"--custom-objects: {path} failed to import: {type(exc).__name__}: {exc}") from exc
+    return {name: obj for name, obj in vars(module).items()
+            if callable(obj) and getattr(obj, "__module__", None) == module.__name__}
+
+
 def _split(text: str | None):
     return None if text is None else [part.strip() for part in text.split(",")]
 
@@ -93,14 +113,17 @@ def _convert(args) -> int:
     started = time.perf_counter()
     signature = _signature(args.input_shape)  # validate cheap arguments before importing Keras
     output = Path(args.output) if args.output else Path(args.model).with_suffix(".onnx")
-    if not output.parent.is_dir() and str(output.parent):
-        from .core.errors import OutputWriteError
-
-        raise OutputWriteError(f"cannot write {output}: directory {output.parent} does not exist")
 
     import kerasonnx
+    from .core.errors import ModelLoadError, OutputWriteError
 
-    model = kerasonnx.load_model(args.model, safe_mode=not args.unsafe)
+    if not Path(args.model).exists():
+        raise ModelLoadError(f"model file not found: {args.model}")
+    if not output.parent.is_dir():
+        raise OutputWriteError(f"cannot write {output}: directory {output.parent} does not exist")
+
+    custom = _custom_objects(args.custom_objects) if args.custom_objects else None
+    model = kerasonnx.load_model(args.model, custom_objects=custom, safe_mode=not args.unsafe)
     onnx_model = kerasonnx.convert(model, opset=args.opset, input_signature=signature,
                                    input_names=_split(args.input_names),
                                    output_names=_split(args.output_names),
