@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import onnx_ir as ir
 from keras import initializers, layers
 
 from ..core.layout import Layout
@@ -13,14 +14,35 @@ from .layers_normalization import as_dtype, keras_axes, stored_array, stored_axe
 register = BUILTIN.register
 
 
+# onnxruntime (1.31) has LeakyRelu / Elu / PRelu kernels for float32 and float16 only: other dtypes
+# get the equivalent Where form, which every dtype supports.
+_FUSED_DTYPES = ("float32", "float16")
+
+
+def _fused_ok(ctx) -> bool:
+    return str(ctx.out_dtype()) in _FUSED_DTYPES
+
+
+def _where_negative(ctx, x, negative):
+    """``negative`` where ``x < 0``, else ``x``."""
+    return ctx.op("Where", [ctx.op("Less", [x, ctx.scalar(0.0)]), negative, x])
+
+
+def leaky_relu_op(ctx, x, slope):
+    if _fused_ok(ctx):
+        return ctx.op("LeakyRelu", [x], {"alpha": float(slope)})
+    return _where_negative(ctx, x, ctx.op("Mul", [x, ctx.scalar(slope)]))
+
+
 # ---- ReLU ---------------------------------------------------------------------------------------
 def _thresholded_relu(ctx, x, threshold, max_value, slope):
     """Keras' general ReLU: ``where(x > t, x, 0)`` clipped to ``max_value``, minus ``slope * relu(t - x)``."""
-    y = ctx.op("ThresholdedRelu", [x], {"alpha": float(threshold)})
+    t = ctx.scalar(threshold)
+    y = ctx.op("Where", [ctx.op("Greater", [x, t]), x, ctx.scalar(0.0)])
     if max_value is not None:
-        y = ctx.op("Min", [y, ctx.scalar(max_value)])  # y >= 0 already
+        y = ctx.op("Min", [y, ctx.scalar(max_value)])  # y >= 0 already (threshold > 0)
     if slope:
-        below = ctx.op("Relu", [ctx.op("Sub", [ctx.scalar(threshold), x])])
+        below = ctx.op("Relu", [ctx.op("Sub", [t, x])])
         y = ctx.op("Sub", [y, ctx.op("Mul", [below, ctx.scalar(slope)])])
     return y
 
@@ -33,7 +55,7 @@ def relu_like(ctx, x, slope=0.0, max_value=None, threshold=0.0):
         if max_value is None:
             return ctx.op("Relu", [x])
         return ctx.op("Clip", [x, ctx.scalar(0.0), ctx.scalar(max_value)])
-    y = ctx.op("LeakyRelu", [x], {"alpha": float(slope)})
+    y = leaky_relu_op(ctx, x, slope)
     return y if max_value is None else ctx.op("Min", [y, ctx.scalar(max_value)])
 
 
@@ -50,6 +72,8 @@ _RELU_SETTINGS = [  # (max_value, negative_slope, threshold): every combination 
 ] + [
     Case("relu_layer_float64", lambda: layers.ReLU(6.0, 0.1, 0.5, dtype="float64"), ((5,),),
          dtypes=("float64",)),
+    Case("relu_layer_leaky_float64", lambda: layers.ReLU(None, 0.1, dtype="float64"), ((5,),),
+         dtypes=("float64",)),
 ])
 def relu(ctx, op, x):
     return relu_like(ctx, as_dtype(ctx, x), op.negative_slope, op.max_value, op.threshold)
@@ -59,19 +83,25 @@ def relu(ctx, op, x):
 @register(layers.LeakyReLU, layout=Layout.ANY, cases=[
     Case("leaky_relu_layer", lambda: layers.LeakyReLU(), ((3, 4),)),
     Case("leaky_relu_layer_slope", lambda: layers.LeakyReLU(negative_slope=0.05), ((6,),)),
+    Case("leaky_relu_layer_float64", lambda: layers.LeakyReLU(dtype="float64"), ((6,),), dtypes=("float64",)),
 ])
 def leaky_relu(ctx, op, x):
     # Keras documents x for x >= 0, slope * x below; the numpy backend's max(x, slope * x) agrees for
     # slope <= 1 (larger slopes are backend-dependent in Keras itself).
-    return ctx.op("LeakyRelu", [as_dtype(ctx, x)], {"alpha": float(op.negative_slope)})
+    return leaky_relu_op(ctx, as_dtype(ctx, x), op.negative_slope)
 
 
 @register(layers.ELU, layout=Layout.ANY, cases=[
     Case("elu_layer", lambda: layers.ELU(), ((3, 4),)),
     Case("elu_layer_alpha", lambda: layers.ELU(alpha=0.3), ((6,),)),
+    Case("elu_layer_float64", lambda: layers.ELU(alpha=0.3, dtype="float64"), ((6,),), dtypes=("float64",)),
 ])
 def elu(ctx, op, x):
-    return ctx.op("Elu", [as_dtype(ctx, x)], {"alpha": float(op.alpha)})
+    x = as_dtype(ctx, x)
+    if _fused_ok(ctx):
+        return ctx.op("Elu", [x], {"alpha": float(op.alpha)})
+    expm1 = ctx.op("Sub", [ctx.op("Exp", [x]), ctx.scalar(1.0)])
+    return _where_negative(ctx, x, ctx.op("Mul", [expm1, ctx.scalar(op.alpha)]))
 
 
 # ---- PReLU --------------------------------------------------------------------------------------
@@ -84,12 +114,16 @@ def _prelu(**kwargs):
     Case("prelu_image", lambda: _prelu(), ((3, 4, 2),)),
     Case("prelu_shared", lambda: _prelu(shared_axes=[1, 2]), ((3, 4, 2),)),
     Case("prelu_shared_last", lambda: _prelu(shared_axes=2), ((3, 4),)),
+    Case("prelu_float64", lambda: _prelu(dtype="float64"), ((3, 4),), dtypes=("float64",)),
 ])
 def prelu(ctx, op, x):
     # alpha has the input's shape without the batch dim (1 along shared axes): add the batch dim and
     # permute it like the input so it broadcasts against the stored tensor.
+    x = as_dtype(ctx, x)
     slope = ctx.weight(op.alpha, transform=lambda a: stored_array(ctx, a[np.newaxis]))
-    return ctx.op("PRelu", [as_dtype(ctx, x), slope])
+    if _fused_ok(ctx):
+        return ctx.op("PRelu", [x, slope])
+    return _where_negative(ctx, x, ctx.op("Mul", [x, slope]))
 
 
 # ---- Softmax ------------------------------------------------------------------------------------
@@ -100,7 +134,7 @@ def _large_negative(dtype) -> float:
 
 def _bool_mask(ctx, mask):
     """Keras keeps positions where the mask is True (a non-bool mask: where it is > 0.5)."""
-    if mask.dtype is not None and mask.dtype.name == "BOOL":
+    if mask.dtype == ir.DataType.BOOL:
         return mask
     return ctx.op("Greater", [mask, ctx.const(np.asarray(0.5), mask.dtype)])
 
@@ -114,10 +148,6 @@ def softmax_over(ctx, x, axes):
     return ctx.op("Div", [exp, ctx.reduce("ReduceSum", exp, axes, keepdims=True)])
 
 
-def _masked(**_):
-    return lambda x, m: layers.Softmax()(x, mask=m)
-
-
 @register(layers.Softmax, layout=Layout.ANY, cases=[
     Case("softmax_layer", lambda: layers.Softmax(), ((5,),)),
     Case("softmax_layer_axis1", lambda: layers.Softmax(axis=1), ((3, 4),)),
@@ -127,13 +157,13 @@ def _masked(**_):
          ((3, 4), (3, 4)), dtypes=("float32", "bool")),
     Case("softmax_layer_mask_float_bcast", lambda: (lambda x, m: layers.Softmax(axis=1)(x, mask=m)),
          ((3, 4), (3, 1)), dtypes=("float32", "float32")),
-    Case("softmax_layer_mask_lower_rank", lambda: (lambda x, m: layers.Softmax(axis=(1, 2))(x, mask=m)),
-         ((3, 4), (4,)), dtypes=("float32", "bool")),
+    Case("softmax_layer_mask_axes", lambda: (lambda x, m: layers.Softmax(axis=(1, 2))(x, mask=m)),
+         ((2, 3, 4), (2, 1, 4)), dtypes=("float32", "bool")),
 ])
 def softmax(ctx, op, x, *rest):
     rank = len(ctx.in_shape())
     x = as_dtype(ctx, x)
-    mask = ctx.kwargs.get("mask")
+    mask = rest[0] if rest else ctx.kwargs.get("mask")
     if mask is None:
         return softmax_over(ctx, x, stored_axes(ctx, keras_axes(op.axis, rank), rank))
     keep = _bool_mask(ctx, mask)

@@ -46,6 +46,8 @@ def _pooling_cases(prefix: str, rank_layers) -> list[Case]:
         Case(f"{prefix}3d_same_stride2", lambda: pool3d(3, strides=2, padding="same"), ((5, 6, 4, 2),)),
         Case(f"{prefix}3d_channels_first", lambda: pool3d((2, 3, 2), data_format="channels_first"),
              ((2, 5, 6, 4),)),
+        Case(f"{prefix}2d_float16", lambda: pool2d(3, strides=2, padding="same", dtype="float16"), ((9, 7, 3),),
+             dtypes=("float16",), atol=1e-2),
     ]
 
 
@@ -104,6 +106,8 @@ def _masked_gap1d(keepdims: bool):
     Case("global_avg_pool1d_masked", lambda: _masked_gap1d(False), ((9, 3), (9,)), dtypes=("float32", "bool")),
     Case("global_avg_pool1d_masked_keepdims", lambda: _masked_gap1d(True), ((9, 3), (9,)),
          dtypes=("float32", "bool")),
+    Case("global_avg_pool1d_int_mask", lambda: _masked_gap1d(False), ((9, 3), (9,)),
+         dtypes=("float32", "int32"), int_range=(0, 2)),
 ])
 def global_average_pooling(ctx, op, x, *rest):
     mask = ctx.kwargs.get("mask", rest[0] if rest else None)
