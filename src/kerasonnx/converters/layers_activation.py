@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import numpy as np
-import onnx_ir as ir
 from keras import initializers, layers
 
 from ..core.layout import Layout
 from ..core.registry import Case
 from . import BUILTIN
-from .layers_normalization import as_dtype, keras_axes, stored_array, stored_axes
+from .layers_normalization import after_conv2d, as_dtype, keras_axes, stored_array, stored_axes
 
 register = BUILTIN.register
 
@@ -72,6 +71,7 @@ _RELU_SETTINGS = [  # (max_value, negative_slope, threshold): every combination 
 ] + [
     Case("relu_layer_float64", lambda: layers.ReLU(6.0, 0.1, 0.5, dtype="float64"), ((5,),),
          dtypes=("float64",)),
+    Case("relu_layer_cf", after_conv2d(lambda: layers.ReLU(1.5, 0.2, 0.1)), ((5, 5, 3),)),
     Case("relu_layer_leaky_float64", lambda: layers.ReLU(None, 0.1, dtype="float64"), ((5,),),
          dtypes=("float64",)),
 ])
@@ -83,6 +83,7 @@ def relu(ctx, op, x):
 @register(layers.LeakyReLU, layout=Layout.ANY, cases=[
     Case("leaky_relu_layer", lambda: layers.LeakyReLU(), ((3, 4),)),
     Case("leaky_relu_layer_slope", lambda: layers.LeakyReLU(negative_slope=0.05), ((6,),)),
+    Case("leaky_relu_layer_cf", after_conv2d(layers.LeakyReLU), ((5, 5, 3),)),
     Case("leaky_relu_layer_float64", lambda: layers.LeakyReLU(dtype="float64"), ((6,),), dtypes=("float64",)),
 ])
 def leaky_relu(ctx, op, x):
@@ -94,6 +95,7 @@ def leaky_relu(ctx, op, x):
 @register(layers.ELU, layout=Layout.ANY, cases=[
     Case("elu_layer", lambda: layers.ELU(), ((3, 4),)),
     Case("elu_layer_alpha", lambda: layers.ELU(alpha=0.3), ((6,),)),
+    Case("elu_layer_cf", after_conv2d(layers.ELU), ((5, 5, 3),)),
     Case("elu_layer_float64", lambda: layers.ELU(alpha=0.3, dtype="float64"), ((6,),), dtypes=("float64",)),
 ])
 def elu(ctx, op, x):
@@ -114,6 +116,8 @@ def _prelu(**kwargs):
     Case("prelu_image", lambda: _prelu(), ((3, 4, 2),)),
     Case("prelu_shared", lambda: _prelu(shared_axes=[1, 2]), ((3, 4, 2),)),
     Case("prelu_shared_last", lambda: _prelu(shared_axes=2), ((3, 4),)),
+    Case("prelu_cf", after_conv2d(_prelu), ((5, 6, 3),)),
+    Case("prelu_cf_shared", after_conv2d(lambda: _prelu(shared_axes=[1, 2])), ((5, 6, 3),)),
     Case("prelu_float64", lambda: _prelu(dtype="float64"), ((3, 4),), dtypes=("float64",)),
 ])
 def prelu(ctx, op, x):
@@ -132,11 +136,11 @@ def _large_negative(dtype) -> float:
     return -3e4 if str(dtype) == "float16" else -1e9
 
 
-def _bool_mask(ctx, mask):
+def _bool_mask(ctx, mask, mask_dtype):
     """Keras keeps positions where the mask is True (a non-bool mask: where it is > 0.5)."""
-    if mask.dtype == ir.DataType.BOOL:
+    if str(mask_dtype) == "bool":
         return mask
-    return ctx.op("Greater", [mask, ctx.const(np.asarray(0.5), mask.dtype)])
+    return ctx.op("Greater", [mask, ctx.const(np.asarray(0.5), mask_dtype)])
 
 
 def softmax_over(ctx, x, axes):
@@ -157,6 +161,10 @@ def softmax_over(ctx, x, axes):
          ((3, 4), (3, 4)), dtypes=("float32", "bool")),
     Case("softmax_layer_mask_float_bcast", lambda: (lambda x, m: layers.Softmax(axis=1)(x, mask=m)),
          ((3, 4), (3, 1)), dtypes=("float32", "float32")),
+    Case("softmax_layer_cf", after_conv2d(layers.Softmax), ((5, 6, 3),)),
+    Case("softmax_layer_cf_axes", after_conv2d(lambda: layers.Softmax(axis=(1, 2))), ((5, 6, 3),)),
+    Case("softmax_layer_cf_mask", lambda: (lambda x, m: layers.Softmax(axis=2)(layers.Conv2D(4, 3)(x), mask=m)),
+         ((5, 6, 3), (3, 4, 1)), dtypes=("float32", "bool")),
     Case("softmax_layer_mask_axes", lambda: (lambda x, m: layers.Softmax(axis=(1, 2))(x, mask=m)),
          ((2, 3, 4), (2, 1, 4)), dtypes=("float32", "bool")),
 ])
@@ -166,7 +174,7 @@ def softmax(ctx, op, x, *rest):
     mask = rest[0] if rest else ctx.kwargs.get("mask")
     if mask is None:
         return softmax_over(ctx, x, stored_axes(ctx, keras_axes(op.axis, rank), rank))
-    keep = _bool_mask(ctx, mask)
+    keep = _bool_mask(ctx, mask, ctx.in_dtype(len(ctx.in_tensors) - 1))  # the mask comes last
     x = ctx.op("Where", [keep, x, ctx.scalar(_large_negative(ctx.out_dtype()))])
     y = softmax_over(ctx, x, stored_axes(ctx, keras_axes(op.axis, rank), rank))
     return ctx.op("Where", [keep, y, ctx.scalar(0.0)])

@@ -112,8 +112,8 @@ def optional_bias(ctx, op) -> list:
 def keras_transpose_padding(window: int, stride: int, padding: str, output_padding) -> tuple[int, int]:
     """(left, right) padding of the stride-dilated input that Keras' conv_transpose convolves.
 
-    Keras sizes: 'valid' -> ``(n-1)*s + max(window, s)`` (+ output_padding when given, instead of
-    the max), 'same' -> ``n*s`` (or ``(n-1)*s + window % 2 + output_padding`` when given).
+    Keras output sizes: 'valid' -> ``(n-1)*s + max(window, s)``, or ``(n-1)*s + window + output_padding``
+    when output_padding is given; 'same' -> ``n*s``, or ``(n-1)*s + window % 2 + output_padding``.
     """
     if padding == "valid":
         extra = max(window, stride) - window if output_padding is None else output_padding

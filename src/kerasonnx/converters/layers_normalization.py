@@ -12,7 +12,6 @@ import numpy as np
 from keras import layers
 
 from ..core import layout as L
-from ..core.dtypes import to_onnx_dtype
 from ..core.layout import Layout
 from ..core.registry import Case
 from . import BUILTIN
@@ -21,12 +20,14 @@ register = BUILTIN.register
 
 
 # ---- shared helpers ---------------------------------------------------------------------------
-def as_dtype(ctx, x, dtype=None):
-    """``x`` cast to ``dtype`` (default: the output dtype) unless it already has it."""
-    dtype = dtype or ctx.out_dtype()
-    if x.dtype is None or x.dtype == to_onnx_dtype(dtype):
+def as_dtype(ctx, x, i: int = 0):
+    """Input ``i`` (value ``x``) cast to the output dtype, as ``Layer.__call__`` autocasts it.
+
+    Uses the Keras dtypes: values made by ONNX nodes carry no dtype during conversion.
+    """
+    if str(ctx.in_dtype(i)) == str(ctx.out_dtype()):
         return x
-    return ctx.cast(x, dtype)
+    return ctx.cast(x, ctx.out_dtype())
 
 
 def keras_axes(axis, rank: int) -> list[int]:
@@ -104,9 +105,12 @@ def _bn(**kw):
     return layers.BatchNormalization(**_random_init(_INITIALIZERS, **kw))
 
 
-def _conv_then(layer_fn, filters=4):
-    """A case build: Conv2D (stored channels-first once converted) followed by ``layer_fn()``."""
-    return lambda: (lambda x: layer_fn()(layers.Conv2D(filters, 3)(x)))
+def after_conv2d(layer_fn, filters: int = 4, conv_activation=None):
+    """A case build: ``layer_fn()`` applied after a Conv2D, whose output is stored channels-first."""
+    return lambda: (lambda x: layer_fn()(layers.Conv2D(filters, 3, activation=conv_activation)(x)))
+
+
+_IMAGE = ((5, 5, 3),)  # Conv2D(.., 3) gives (3, 3, filters)
 
 
 # ---- BatchNormalization -----------------------------------------------------------------------
@@ -132,6 +136,9 @@ def _bn_scale_shift(op) -> tuple[np.ndarray, np.ndarray]:
     # value off the graph outputs (see the report: folding into a graph output loses its type).
     Case("batchnorm_after_dense", lambda: (lambda x: layers.Activation("tanh")(_bn()(layers.Dense(3)(x)))),
          ((4,),)),
+    Case("batchnorm_cf_folded", after_conv2d(_bn), _IMAGE),
+    Case("batchnorm_cf", after_conv2d(_bn, conv_activation="relu"), _IMAGE),
+    Case("batchnorm_cf_axis2", after_conv2d(lambda: _bn(axis=2, center=False)), _IMAGE),
 ])
 def batch_normalization(ctx, op, x):
     scale, shift = _bn_scale_shift(op)
@@ -200,6 +207,10 @@ def _rms_scaled_ln():
     Case("layernorm_plain_opset13", lambda: _ln(center=False, scale=False), ((3, 5),), min_opset=13),
     Case("layernorm_rms_scaling", _rms_scaled_ln, ((3, 5),)),
     Case("layernorm_float64", lambda: _ln(dtype="float64"), ((3, 5),), dtypes=("float64",)),
+    Case("layernorm_cf", after_conv2d(_ln), _IMAGE),
+    Case("layernorm_cf_all_axes", after_conv2d(lambda: _ln(axis=[1, 2, 3])), _IMAGE),
+    Case("layernorm_cf_all_axes_opset13", after_conv2d(lambda: _ln(axis=[1, 2, 3])), _IMAGE, min_opset=13),
+    Case("layernorm_cf_spatial", after_conv2d(lambda: _ln(axis=[1, 2], center=False)), _IMAGE),
 ])
 def layer_normalization(ctx, op, x):
     in_shape = ctx.in_shape()
@@ -226,6 +237,8 @@ def _gn(**kw):
     Case("groupnorm_layer", lambda: _gn(groups=1, center=False), ((5, 4),)),
     Case("groupnorm_axis1", lambda: _gn(groups=2, axis=1, scale=False), ((4, 3, 2),)),
     Case("groupnorm_opset13", lambda: _gn(groups=2), ((3, 4),), min_opset=13),
+    Case("groupnorm_cf", after_conv2d(lambda: _gn(groups=2)), _IMAGE),
+    Case("groupnorm_cf_axis1", after_conv2d(lambda: _gn(groups=3, axis=1)), _IMAGE),
 ])
 def group_normalization(ctx, op, x):
     x = as_dtype(ctx, x)
@@ -249,6 +262,8 @@ _UNIT_EPSILON = 1e-12  # UnitNormalization.call: ops.normalize(inputs, axis, ord
     Case("unitnorm_axis1", lambda: layers.UnitNormalization(axis=1), ((3, 4),)),
     Case("unitnorm_multi_axes", lambda: layers.UnitNormalization(axis=[1, 2]), ((3, 4, 2),)),
     Case("unitnorm_opset13", lambda: layers.UnitNormalization(axis=-1), ((3, 4),), min_opset=13),
+    Case("unitnorm_cf", after_conv2d(layers.UnitNormalization), _IMAGE),
+    Case("unitnorm_cf_axes", after_conv2d(lambda: layers.UnitNormalization(axis=[2, 3])), _IMAGE),
 ])
 def unit_normalization(ctx, op, x):
     rank = len(ctx.in_shape())
