@@ -75,3 +75,15 @@ def test_batchnorm_with_two_consumers_is_not_folded():
     proto = kerasonnx.convert(model)
     assert _ops(proto)["Mul"] == 1
     assert kerasonnx.verify(model, proto).passed
+
+
+def test_fold_into_a_graph_output_keeps_its_type():
+    x = keras.Input((6,))
+    bn = layers.BatchNormalization(name="bn_out")
+    model = keras.Model(x, bn(layers.Dense(4)(x)))
+    _randomise_bn(bn, 5)
+    proto = kerasonnx.convert(model)
+    import onnx
+
+    onnx.checker.check_model(proto, full_check=True)
+    assert [o.name for o in proto.graph.output] == ["bn_out"]

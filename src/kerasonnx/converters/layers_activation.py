@@ -170,11 +170,11 @@ def softmax_over(ctx, x, axes):
 ])
 def softmax(ctx, op, x, *rest):
     rank = len(ctx.in_shape())
+    axes = stored_axes(ctx, keras_axes(op.axis, rank), rank)
     x = as_dtype(ctx, x)
     mask = rest[0] if rest else ctx.kwargs.get("mask")
     if mask is None:
-        return softmax_over(ctx, x, stored_axes(ctx, keras_axes(op.axis, rank), rank))
+        return softmax_over(ctx, x, axes)
     keep = _bool_mask(ctx, mask, ctx.in_dtype(len(ctx.in_tensors) - 1))  # the mask comes last
     x = ctx.op("Where", [keep, x, ctx.scalar(_large_negative(ctx.out_dtype()))])
-    y = softmax_over(ctx, x, stored_axes(ctx, keras_axes(op.axis, rank), rank))
-    return ctx.op("Where", [keep, y, ctx.scalar(0.0)])
+    return ctx.op("Where", [keep, softmax_over(ctx, x, axes), ctx.scalar(0.0)])

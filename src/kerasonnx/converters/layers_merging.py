@@ -59,17 +59,22 @@ def _merge_cases(name, layer_cls, two_only=False):
         Case(f"{name}_two", lambda: layer_cls(), ((3, 4), (3, 4))),
         Case(f"{name}_broadcast_dim", lambda: layer_cls(), ((3, 4), (1, 4))),
         Case(f"{name}_rank_mismatch", lambda: layer_cls(), ((4,), (3, 4))),
+        Case(f"{name}_cf", lambda: _two_convs(layer_cls), ((5, 5, 3),)),
     ]
-    if layer_cls is layers.Add:
-        cases.append(Case("merge_add_mixed_dtypes", lambda: layers.Add(), ((3,), (3,)),
-                          dtypes=("float16", "float32")))
-    cases.append(Case(f"{name}_cf", lambda: _two_convs(layer_cls), ((5, 5, 3),)))
     if not two_only:
         cases += [
             Case(f"{name}_three", lambda: layer_cls(), ((5,), (5,), (5,))),
             Case(f"{name}_three_ranks", lambda: layer_cls(), ((2, 3, 4), (4,), (3, 4))),
         ]
     return cases
+
+
+_ADD_EXTRA_CASES = [
+    Case("merge_add_mixed_dtypes", lambda: layers.Add(), ((3,), (3,)), dtypes=("float16", "float32")),
+    # a channels-first stored tensor and a lower-rank one: both are handed over in Keras' layout
+    Case("merge_add_cf_rank_mismatch", lambda: (lambda x, y: layers.Add()([layers.Conv2D(4, 3)(x), y])),
+         ((5, 5, 3), (4,))),
+]
 
 
 _ELEMENTWISE = {  # Keras layer -> (ONNX op, case name prefix)
@@ -81,7 +86,8 @@ _ELEMENTWISE = {  # Keras layer -> (ONNX op, case name prefix)
 }
 
 for _cls, (_onnx_op, _name) in _ELEMENTWISE.items():
-    register(_cls, layout=Layout.ANY, cases=_merge_cases(_name, _cls, two_only=_cls is layers.Subtract))(
+    _cases = _merge_cases(_name, _cls, two_only=_cls is layers.Subtract)
+    register(_cls, layout=Layout.ANY, cases=_cases + (_ADD_EXTRA_CASES if _cls is layers.Add else []))(
         _elementwise(_onnx_op))
 
 
@@ -100,8 +106,7 @@ def average(ctx, op, *inputs):
     Case("concatenate_cf_axis1", lambda: _two_convs(lambda: layers.Concatenate(axis=1)), ((5, 5, 3),)),
     Case("concatenate_cf_with_input", lambda: (lambda x, y: layers.Concatenate()([layers.Conv2D(4, 3)(x), y])),
          ((5, 5, 3), (3, 3, 2))),
-    Case("merge_add_cf_rank_mismatch", lambda: (lambda x, y: layers.Add()([layers.Conv2D(4, 3)(x), y])),
-         ((5, 5, 3), (4,))),
+    Case("concatenate_dynamic", lambda: layers.Concatenate(axis=1), ((None, 3), (None, 3))),
     Case("concatenate_float64", lambda: layers.Concatenate(dtype="float64"), ((3,), (2,)),
          dtypes=("float64", "float64")),
 ])

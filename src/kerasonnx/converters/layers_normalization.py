@@ -1,4 +1,5 @@
-"""Normalization layers: BatchNormalization, LayerNormalization, GroupNormalization, UnitNormalization.
+"""Normalization layers: BatchNormalization, LayerNormalization, RMSNormalization, GroupNormalization,
+UnitNormalization.
 
 All are layout-agnostic: Keras axes are mapped to the stored tensor with ``ctx.axis`` and constants
 are built in Keras' layout then permuted like the input (``stored_array``). The small helpers here
@@ -6,6 +7,8 @@ are built in Keras' layout then permuted like the input (``stored_array``). The 
 """
 
 from __future__ import annotations
+
+import warnings
 
 import keras
 import numpy as np
@@ -132,8 +135,8 @@ def _bn_scale_shift(op) -> tuple[np.ndarray, np.ndarray]:
     Case("batchnorm_no_center_scale", lambda: _bn(center=False, scale=False, epsilon=0.1), ((3, 4),)),
     Case("batchnorm_no_scale", lambda: _bn(scale=False), ((3, 4),)),
     Case("batchnorm_float64", lambda: _bn(dtype="float64"), ((2, 3),), dtypes=("float64",)),
-    # Dense -> Mul -> Add folds into the Gemm (passes/fold_affine.py); the trailing tanh keeps the folded
-    # value off the graph outputs (see the report: folding into a graph output loses its type).
+    # Dense -> Mul -> Add folds into the Gemm (passes/fold_affine.py). The tanh keeps the folded value
+    # off the graph outputs: fold_affine does not yet give a graph output it rewires its type.
     Case("batchnorm_after_dense", lambda: (lambda x: layers.Activation("tanh")(_bn()(layers.Dense(3)(x)))),
          ((4,),)),
     Case("batchnorm_cf_folded", after_conv2d(_bn), _IMAGE),
@@ -147,37 +150,43 @@ def batch_normalization(ctx, op, x):
                            ctx.channel_const(shift, op.axis, name="shift"))
 
 
-# ---- LayerNormalization -----------------------------------------------------------------------
-def _ln_param(ctx, variable, axes, in_shape):
-    """A LayerNormalization weight in Keras' broadcast shape, permuted like the input."""
-    if variable is None:
-        return None
-    shape = broadcast_shape(in_shape, axes)
-    return ctx.weight(variable, transform=lambda a: stored_array(ctx, np.reshape(a, shape)))
+# ---- LayerNormalization / RMSNormalization ----------------------------------------------------
+def _norm_param(ctx, variable, keras_shape, fused_axes: int = 0):
+    """A weight reshaped to the full-rank ``keras_shape`` and permuted like the input; for a fused op
+    (normalizing the trailing ``fused_axes`` stored axes) only those trailing dims are kept."""
+    def transform(a):
+        arr = stored_array(ctx, np.reshape(a, keras_shape))
+        return np.reshape(arr, arr.shape[arr.ndim - fused_axes:]) if fused_axes else arr
+
+    return None if variable is None else ctx.weight(variable, transform=transform)
 
 
-def _ln_is_trailing(axes, rank: int) -> bool:
-    return axes == list(range(rank - len(axes), rank))
+def _fusable(ctx, stored, rank: int, min_opset: int) -> bool:
+    """The fused op applies when the normalized axes are the trailing axes of the stored tensor."""
+    return ctx.opset >= min_opset and stored == list(range(rank - len(stored), rank))
+
+
+def _ones_param(ctx, in_shape, axes):
+    """Unit scale for a fused op whose scale input is required."""
+    shape = stored_array(ctx, np.ones(broadcast_shape(in_shape, axes))).shape
+    return ctx.const(np.ones(shape[len(shape) - len(axes):]), ctx.out_dtype(), name="ones")
 
 
 def _fused_layer_norm(ctx, op, x, axes, stored, in_shape):
-    rank = len(in_shape)
-    trailing = L.permute_shape(broadcast_shape(in_shape, axes), current_perm(ctx, rank))[stored[0]:]
-
-    def to_trailing(a):
-        return np.reshape(stored_array(ctx, np.reshape(a, broadcast_shape(in_shape, axes))), trailing)
-
-    scale = ctx.weight(op.gamma, transform=to_trailing) if op.scale else ctx.const(
-        np.ones(trailing), ctx.out_dtype(), name="ones")
-    inputs = [x, scale] + ([ctx.weight(op.beta, transform=to_trailing)] if op.center else [])
+    keras_shape = broadcast_shape(in_shape, axes)
+    scale = (_norm_param(ctx, op.gamma, keras_shape, len(axes)) if op.scale
+             else _ones_param(ctx, in_shape, axes))
+    inputs = [x, scale] + ([_norm_param(ctx, op.beta, keras_shape, len(axes))] if op.center else [])
     return ctx.op("LayerNormalization", inputs, {"axis": stored[0], "epsilon": float(op.epsilon)})
 
 
 def _decomposed_layer_norm(ctx, op, x, axes, stored, in_shape, rms_scaling):
+    # rms_scaling (deprecated in Keras) divides x itself, not x - mean, by the standard deviation.
     centered, variance = mean_and_variance(ctx, x, stored)
     y = divide_by_std(ctx, x if rms_scaling else centered, variance, op.epsilon)
-    gamma = _ln_param(ctx, op.gamma, axes, in_shape)
-    beta = None if rms_scaling else _ln_param(ctx, op.beta, axes, in_shape)
+    keras_shape = broadcast_shape(in_shape, axes)
+    gamma = _norm_param(ctx, op.gamma, keras_shape)
+    beta = None if rms_scaling else _norm_param(ctx, op.beta, keras_shape)
     return scale_and_shift(ctx, y, gamma, beta)
 
 
@@ -185,9 +194,19 @@ def _ln(**kw):
     return layers.LayerNormalization(**_random_init(("beta", "gamma"), **kw))
 
 
-def _rms_scaled_ln():
-    import warnings
+def _rms(**kw):
+    """RMSNormalization with a random scale (its initializer is fixed to ones)."""
+    layer = _RMS_NORMALIZATION(**kw)
 
+    def apply(x):
+        y = layer(x)
+        layer.scale.assign(np.random.default_rng(0).uniform(0.5, 1.5, layer.scale.shape))
+        return y
+
+    return apply
+
+
+def _rms_scaled_ln():
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return _ln(rms_scaling=True)
@@ -219,9 +238,38 @@ def layer_normalization(ctx, op, x):
     stored = stored_axes(ctx, axes, rank)
     rms_scaling = bool(getattr(op, "rms_scaling", False))
     x = as_dtype(ctx, x)
-    if ctx.opset >= 17 and not rms_scaling and _ln_is_trailing(stored, rank):
+    if not rms_scaling and _fusable(ctx, stored, rank, 17):
         return _fused_layer_norm(ctx, op, x, axes, stored, in_shape)
     return _decomposed_layer_norm(ctx, op, x, axes, stored, in_shape, rms_scaling)
+
+
+def rms_normalization(ctx, op, x):
+    in_shape = ctx.in_shape()
+    rank = len(in_shape)
+    axes = keras_axes(op.axis, rank)
+    stored = stored_axes(ctx, axes, rank)
+    x = as_dtype(ctx, x)
+    epsilon = keras.config.epsilon() if op.epsilon is None else op.epsilon
+    # ops.rms_normalization multiplies by the scale with right-aligned broadcasting.
+    scale_shape = (1,) * (rank - len(op.scale.shape)) + tuple(op.scale.shape)
+    if _fusable(ctx, stored, rank, 23):
+        scale = _norm_param(ctx, op.scale, scale_shape, len(axes))
+        return ctx.op("RMSNormalization", [x, scale], {"axis": stored[0], "epsilon": float(epsilon)})
+    mean_square = ctx.reduce("ReduceMean", ctx.op("Mul", [x, x]), stored, keepdims=True)
+    y = divide_by_std(ctx, x, mean_square, epsilon)
+    return ctx.op("Mul", [y, _norm_param(ctx, op.scale, scale_shape)])
+
+
+_RMS_NORMALIZATION = getattr(layers, "RMSNormalization", None)  # added in Keras 3.9
+if _RMS_NORMALIZATION is not None:
+    register(_RMS_NORMALIZATION, layout=Layout.ANY, cases=[
+        Case("rmsnorm", lambda: _rms(), ((6,),)),
+        Case("rmsnorm_opset13", lambda: _rms(), ((3, 6),), min_opset=13),
+        Case("rmsnorm_opset22", lambda: _rms(epsilon=1e-3), ((3, 6),), min_opset=22),
+        Case("rmsnorm_multi_axes", lambda: _rms(axis=[2, 3]), ((2, 3, 4),)),
+        Case("rmsnorm_cf", after_conv2d(lambda: _rms(axis=[1, 2, 3])), _IMAGE),
+        Case("rmsnorm_cf_last", after_conv2d(_rms), _IMAGE),
+    ])(rms_normalization)
 
 
 # ---- GroupNormalization -----------------------------------------------------------------------
@@ -236,6 +284,7 @@ def _gn(**kw):
     Case("groupnorm_instance", lambda: _gn(groups=-1), ((5, 3),)),
     Case("groupnorm_layer", lambda: _gn(groups=1, center=False), ((5, 4),)),
     Case("groupnorm_axis1", lambda: _gn(groups=2, axis=1, scale=False), ((4, 3, 2),)),
+    Case("groupnorm_dynamic", lambda: _gn(groups=2, center=False), ((None, None, 4),)),
     Case("groupnorm_opset13", lambda: _gn(groups=2), ((3, 4),), min_opset=13),
     Case("groupnorm_cf", after_conv2d(lambda: _gn(groups=2)), _IMAGE),
     Case("groupnorm_cf_axis1", after_conv2d(lambda: _gn(groups=3, axis=1)), _IMAGE),
@@ -261,6 +310,7 @@ _UNIT_EPSILON = 1e-12  # UnitNormalization.call: ops.normalize(inputs, axis, ord
     Case("unitnorm", lambda: layers.UnitNormalization(), ((5,),)),
     Case("unitnorm_axis1", lambda: layers.UnitNormalization(axis=1), ((3, 4),)),
     Case("unitnorm_multi_axes", lambda: layers.UnitNormalization(axis=[1, 2]), ((3, 4, 2),)),
+    Case("unitnorm_dynamic", lambda: layers.UnitNormalization(axis=[1, 2]), ((None, 3),)),
     Case("unitnorm_opset13", lambda: layers.UnitNormalization(axis=-1), ((3, 4),), min_opset=13),
     Case("unitnorm_cf", after_conv2d(layers.UnitNormalization), _IMAGE),
     Case("unitnorm_cf_axes", after_conv2d(lambda: layers.UnitNormalization(axis=[2, 3])), _IMAGE),

@@ -85,19 +85,6 @@ def _adapted(axis=-1, shape=(4, 4, 3), **kwargs):
     return layer
 
 
-def _normalization_stat(ctx, op, name: str, transform):
-    """Normalization's mean or std in the stored layout: a named weight when adapted, else a constant."""
-    dtype = ctx.out_dtype()
-    shape = tuple(op.mean.shape)  # Keras' broadcast shape (rank of the input, 1 on reduced axes)
-
-    def prepare(arr):
-        return to_stored_layout(ctx, transform(np.asarray(arr, to_numpy_dtype(dtype)).reshape(shape)))
-
-    if op.input_mean is None:
-        return ctx.weight(getattr(op, f"adapt_{name}"), transform=prepare, dtype=dtype)
-    return ctx.const(prepare(_numpy(getattr(op, name))), dtype, name)
-
-
 def _std(variance):
     return np.maximum(np.sqrt(variance), keras.backend.epsilon()).astype(variance.dtype)
 
@@ -120,9 +107,13 @@ def _std(variance):
          ((4, 3),), dtypes=("uint8",), int_range=(0, 256)),
 ])
 def normalization(ctx, op, x):
-    x = as_dtype(ctx, x, ctx.out_dtype())
-    mean = _normalization_stat(ctx, op, "mean", lambda a: a)
-    std = _normalization_stat(ctx, op, "variance", _std)
+    # op.mean / op.variance are what call() uses: the given values or the adapted weights (reshaped by
+    # finalize_state), already in Keras' broadcast shape (input rank, 1 on the reduced axes).
+    dtype = ctx.out_dtype()
+    mean = _numpy(op.mean).astype(to_numpy_dtype(dtype))
+    std = _std(_numpy(op.variance).astype(to_numpy_dtype(dtype)))
+    x = as_dtype(ctx, x, dtype)
+    mean, std = broadcast_const(ctx, mean, dtype, "mean"), broadcast_const(ctx, std, dtype, "std")
     if op.invert:
         return ctx.op("Add", [mean, ctx.op("Mul", [x, std])])
     return ctx.op("Div", [ctx.op("Sub", [x, mean]), std])
@@ -182,19 +173,19 @@ def crop_to_aspect_ratio(ctx, x, hw, target):
 def pad_to_aspect_ratio(ctx, x, hw, target, fill_value):
     """Pad NCHW ``x`` symmetrically to the aspect ratio of ``target`` (as Keras: the same amount on both
     sides, so an odd difference loses one row/column); returns (value, new static hw)."""
-    fill = ctx.scalar(fill_value)
     if _static(hw):
         (h, w), (th, tw) = hw, target
         pad_h = max(h, int(float(w * th) / tw))
         pad_w = max(w, int(float(h * tw) / th))
         sh, sw = int(float(pad_h - h) / 2), int(float(pad_w - w) / 2)
-        return pad_spatial(ctx, x, [(sh, sh), (sw, sw)], fill), (h + 2 * sh, w + 2 * sw)
+        padded = pad_spatial(ctx, x, [(sh, sh), (sw, sw)], ctx.scalar(fill_value)) if sh or sw else x
+        return padded, (h + 2 * sh, w + 2 * sw)
     runtime = _runtime_hw(ctx, x)
     padded = ctx.op("Max", [runtime, _runtime_aspect_size(ctx, runtime, target)])
     side = ctx.op("Div", [ctx.op("Sub", [padded, runtime]), ctx.int64s([2])])
     zeros = ctx.int64s([0, 0])
     pads = ctx.op("Concat", [zeros, side, zeros, side], {"axis": 0})
-    return ctx.op("Pad", [x, pads, fill]), (None, None)
+    return ctx.op("Pad", [x, pads, ctx.scalar(fill_value)]), (None, None)
 
 
 def _require_image_batch(ctx):
@@ -208,15 +199,33 @@ def _is_int(dtype) -> bool:
     return "int" in keras.backend.standardize_dtype(dtype)
 
 
-def _round_and_clip_like_input(ctx, y, x):
-    """Keras (numpy backend) rounds integer images after resampling and clips to the input's range."""
-    low = ctx.reduce("ReduceMin", x, None, keepdims=False)
-    high = ctx.reduce("ReduceMax", x, None, keepdims=False)
-    return ctx.op("Clip", [ctx.op("Round", [y]), low, high])
+_CONVEX_KERNELS = ("nearest", "bilinear")  # results stay within the input's range
+
+
+def _integer_result(ctx, op, y, x):
+    """Keras rounds resampled integer images, then clips them: the numpy backend to the image's own
+    range (unless padding made it float), the others saturate to the integer dtype's range."""
+    rounded = ctx.op("Round", [y])
+    if keras.backend.backend() == "numpy" and op.interpolation not in _CONVEX_KERNELS:
+        low = ctx.reduce("ReduceMin", x, None, keepdims=False)
+        high = ctx.reduce("ReduceMax", x, None, keepdims=False)
+    else:
+        info = np.iinfo(to_numpy_dtype(keras.backend.standardize_dtype(ctx.in_dtype())))
+        low, high = ctx.scalar(info.min), ctx.scalar(info.max)
+    return ctx.op("Clip", [rounded, low, high])
+
+
+def _check_integer_resizing(ctx, op):
+    backend = keras.backend.backend()
+    if backend not in ("numpy", "jax"):
+        raise unsupported(ctx, f"resizing integer images on the '{backend}' backend is not verified")
+    if backend == "numpy" and op.pad_to_aspect_ratio and op.interpolation not in _CONVEX_KERNELS:
+        raise unsupported(ctx, "numpy-backend Keras clips integer images to a range that depends on "
+                               "whether padding happened; use bilinear/nearest or a float input")
 
 
 def _resizing_cases():
-    cl = [
+    specs = [
         ("bilinear_down", dict(height=5, width=4), (8, 6, 2)),
         ("bilinear_up", dict(height=11, width=9), (4, 3, 2)),
         ("nearest", dict(height=5, width=9, interpolation="nearest"), (8, 6, 2)),
@@ -233,11 +242,15 @@ def _resizing_cases():
         ("pad_dynamic", dict(height=6, width=4, pad_to_aspect_ratio=True, fill_value=-1.0), (None, None, 2)),
         ("channels_first", dict(height=5, width=4, data_format="channels_first"), (2, 8, 6)),
     ]
-    cases = [Case(f"resizing_{name}", (lambda kw=kw: layers.Resizing(**kw)), (shape,)) for name, kw, shape in cl]
+    cases = [Case(f"resizing_{name}", (lambda kw=kw: layers.Resizing(**kw)), (shape,)) for name, kw, shape in specs]
     return cases + [
         Case("resizing_opset13", lambda: layers.Resizing(5, 7, crop_to_aspect_ratio=True), ((None, None, 2),),
              min_opset=13),
         Case("resizing_uint8", lambda: layers.Resizing(5, 4), ((8, 6, 3),), dtypes=("uint8",), int_range=(0, 256)),
+        Case("resizing_uint8_bicubic", lambda: layers.Resizing(9, 7, interpolation="bicubic"), ((8, 6, 3),),
+             dtypes=("uint8",), int_range=(0, 256)),
+        Case("resizing_uint8_pad", lambda: layers.Resizing(4, 6, pad_to_aspect_ratio=True, fill_value=7.0),
+             ((8, 6, 3),), dtypes=("uint8",), int_range=(0, 256)),
         Case("resizing_uint8_nearest", lambda: layers.Resizing(5, 4, interpolation="nearest"), ((8, 6, 3),),
              dtypes=("uint8",), int_range=(0, 256)),
     ]
@@ -247,9 +260,8 @@ def _resizing_cases():
 def resizing(ctx, op, x):
     _require_image_batch(ctx)
     rounds = _is_int(ctx.in_dtype()) and op.interpolation != "nearest"
-    if rounds and (keras.backend.backend() != "numpy" or op.pad_to_aspect_ratio):
-        raise unsupported(ctx, "integer images with non-nearest interpolation are only mapped for the numpy "
-                               "backend without pad_to_aspect_ratio")
+    if rounds:
+        _check_integer_resizing(ctx, op)
     x = as_dtype(ctx, x, ctx.out_dtype())
     hw = keras_spatial_shape(ctx, op.data_format)
     target = (int(op.height), int(op.width))
@@ -258,7 +270,7 @@ def resizing(ctx, op, x):
     elif op.pad_to_aspect_ratio:
         x, hw = pad_to_aspect_ratio(ctx, x, hw, target, op.fill_value)
     y = resize_images(ctx, x, op.interpolation, op.antialias, hw, size=target)
-    return _round_and_clip_like_input(ctx, y, x) if rounds and y is not x else y
+    return _integer_result(ctx, op, y, x) if rounds and y is not x else y
 
 
 # ---- CenterCrop -----------------------------------------------------------------------------------

@@ -227,7 +227,7 @@ _RESIZE_ATTRS = {
     "bicubic": {"mode": "cubic", "coordinate_transformation_mode": "half_pixel", "cubic_coeff_a": -0.5,
                 "exclude_outside": 1},
 }
-# Backends whose resize follows the convention above (checked against Keras for numpy).
+# Backends whose resize follows the convention above (every case checked on numpy and jax).
 _JAX_LIKE_BACKENDS = ("numpy", "jax")
 # nearest and non-antialiased bilinear agree on every backend (half-pixel centres, edge clamping).
 _PORTABLE_METHODS = ("nearest", "bilinear")
@@ -287,22 +287,34 @@ def resize_images(ctx, x, method: str, antialias: bool, in_hw, *, size=None, fac
     out_hw = tuple(s * f if s is not None else None for s, f in zip(in_hw, factors)) if factors else size
     if None not in in_hw and tuple(in_hw) == tuple(out_hw):
         return x  # Keras leaves unchanged sizes alone
-    may_shrink = any(i is None or o < i for i, o in zip(in_hw, out_hw))
+    may_shrink = factors is None and any(i is None or o < i for i, o in zip(in_hw, out_hw))
     antialiased = antialias and method != "nearest" and may_shrink
-    if method in _RESIZE_ATTRS and (not antialiased or (method == "bicubic" and ctx.opset >= 18)):
+    if _resize_node_matches(ctx, method, antialiased, may_shrink, static=None not in in_hw):
         return _resize_node(ctx, x, method, antialiased, size=size, factors=factors)
     if None in in_hw:
-        raise unsupported(ctx, f"interpolation '{method}' (antialias={antialias}) needs static spatial "
-                               f"dims or opset >= 18 for bicubic; got {in_hw}")
+        needs = "static spatial dims" + (" or opset >= 18" if method == "bicubic" else "")
+        raise unsupported(ctx, f"'{method}' resizing{' with antialias' if antialias else ''} needs {needs}; "
+                               f"got spatial dims {tuple(in_hw)}")
     return _resample_with_matrices(ctx, x, method, antialias, in_hw, out_hw)
+
+
+def _resize_node_matches(ctx, method, antialiased, may_shrink, static) -> bool:
+    """Whether one ONNX Resize computes what Keras does (else: resampling matrices, static dims only)."""
+    if method not in _RESIZE_ATTRS:
+        return False
+    if antialiased:
+        return method == "bicubic" and ctx.opset >= 18
+    # A non-antialiased cubic Resize that shrinks is right, but onnxruntime's transpose optimizer
+    # moves a Resize between Transposes to NHWC, where its cubic kernel rejects scales < 1: use the
+    # (exact) matrices when the sizes are known.
+    return not (method == "bicubic" and may_shrink and static)
 
 
 def _resize_node(ctx, x, method, antialias, *, size=None, factors=None):
     attrs = dict(_RESIZE_ATTRS[method], antialias=1 if antialias else None)
     if factors is not None:
         return ctx.op("Resize", [x, None, _scales(ctx, factors)], attrs)
-    if ctx.opset >= 18:
-        return ctx.op("Resize", [x, None, None, ctx.int64s(list(size))], dict(attrs, axes=[2, 3]))
+    # Full sizes (N, C from Shape): onnxruntime 1.31's transpose optimizer breaks Resize with `axes`.
     batch_channels = ctx.op("Slice", [ctx.op("Shape", [x]), ctx.int64s([0]), ctx.int64s([2])])
     sizes = ctx.op("Concat", [batch_channels, ctx.int64s(list(size))], {"axis": 0})
     return ctx.op("Resize", [x, None, None, sizes], attrs)

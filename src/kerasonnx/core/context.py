@@ -160,8 +160,9 @@ class ConversionContext:
             return stored.value
         key = (id(stored.value), perm)
         if key not in self._transposed:
-            self._transposed[key] = self.op("Transpose", [stored.value],
-                                            {"perm": list(L.compose(stored.perm, perm))})
+            transposed = self.op("Transpose", [stored.value], {"perm": list(L.compose(stored.perm, perm))})
+            transposed.dtype = stored.value.dtype
+            self._transposed[key] = transposed
         return self._transposed[key]
 
     # ---- opset-aware helpers ------------------------------------------------------------------

@@ -7,6 +7,7 @@ import keras
 from . import layout as L
 from . import walker
 from .context import ConversionContext, Tensor
+from .dtypes import to_onnx_dtype
 from .errors import ConversionError, UnsupportedError, UnsupportedItem
 from .registry import ConverterSpec
 
@@ -95,4 +96,5 @@ def _convert_node(ctx: ConversionContext, node, spec: ConverterSpec, prefix: str
     for i, (kt, value, out_perm) in enumerate(zip(node.outputs, results, out_perms)):
         if value.producer() is not None and id(value) not in inputs_ids and not value.is_graph_input():
             value.name = ctx.unique_name(ctx.scope if len(results) == 1 else f"{ctx.scope}:{i}")
+            value.dtype = value.dtype or to_onnx_dtype(kt.dtype)
         ctx.bind(kt, Tensor(value, tuple(out_perm)))

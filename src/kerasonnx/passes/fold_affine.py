@@ -66,29 +66,36 @@ def _fold_one(graph: ir.Graph, node: ir.Node) -> bool:
     else:
         b = b + vec
     dtype = node.inputs[1].const_value.numpy().dtype
-    new_w = ir.Value(name=node.inputs[1].name + "_folded", const_value=ir.tensor(weight.astype(dtype)),
-                     type=node.inputs[1].type, shape=ir.Shape(weight.shape))
-    new_b = ir.Value(name=(node.inputs[2].name if bias is not None else node.name + "/bias") + "_folded",
-                     const_value=ir.tensor(b.astype(dtype)), type=node.inputs[1].type, shape=ir.Shape(b.shape))
-    for v in (new_w, new_b):
-        v.const_value.name = v.name
-        graph.register_initializer(v)
-    node.replace_input_with(1, new_w)
-    if len(node.inputs) > 2:
-        node.replace_input_with(2, new_b)
-    else:
+    if consumer.op_type == "Mul":
+        node.replace_input_with(1, _initializer(graph, node.inputs[1].name, weight.astype(dtype), node.inputs[1]))
+    new_b = _initializer(graph, node.name + "/bias", b.astype(dtype), node.inputs[1])
+    if len(node.inputs) < 3:
         node.resize_inputs(3)
-        node.replace_input_with(2, new_b)
+    node.replace_input_with(2, new_b)
     out = consumer.outputs[0]
     produced = node.outputs[0]
     for i, graph_output in enumerate(graph.outputs):
         if graph_output is out:
             graph.outputs[i] = produced
+            produced.type, produced.shape = out.type, out.shape
     ir.convenience.replace_all_uses_with(out, produced)
     name = out.name
     graph.remove(consumer, safe=True)
     produced.name = name
     return True
+
+
+def _initializer(graph: ir.Graph, base: str, array: np.ndarray, like: ir.Value) -> ir.Value:
+    """A new initializer named ``<base>_folded`` (made unique) holding ``array``."""
+    name = base if base.endswith("_folded") else base + "_folded"
+    taken = graph.initializers
+    unique, i = name, 1
+    while unique in taken:
+        unique, i = f"{name}{i}", i + 1
+    value = ir.Value(name=unique, const_value=ir.tensor(array, name=unique), type=like.type,
+                     shape=ir.Shape(array.shape))
+    graph.register_initializer(value)
+    return value
 
 
 def fold_affine_into_linear(model: ir.Model) -> int:

@@ -64,7 +64,10 @@ def verify(model, onnx_model, *, inputs=None, batch_sizes=(1, 3), rtol: float = 
     import keras
     import onnxruntime as ort
 
-    session = _session(onnx_model, ort)
+    try:
+        session = _session(onnx_model, ort)
+    except Exception as exc:
+        raise VerificationError(f"onnxruntime cannot load the model: {' '.join(str(exc).split())[:400]}") from exc
     names = [i.name for i in session.get_inputs()]
     out_names = [o.name for o in session.get_outputs()]
     keras_inputs = list(keras.tree.flatten(model.inputs)) if getattr(model, "inputs", None) else None
@@ -77,7 +80,12 @@ def verify(model, onnx_model, *, inputs=None, batch_sizes=(1, 3), rtol: float = 
 
     report = VerifyReport(rtol=rtol, atol=atol)
     for arrays in feeds:
-        got = session.run(out_names, dict(zip(names, arrays)))
+        try:
+            got = session.run(out_names, dict(zip(names, arrays)))
+        except Exception as exc:  # onnxruntime's own error types
+            shapes = ", ".join(str(tuple(a.shape)) for a in arrays)
+            raise VerificationError(f"onnxruntime failed on inputs of shape {shapes}: "
+                                    f"{' '.join(str(exc).split())[:400]}") from exc
         keras_args = arrays[0] if len(arrays) == 1 else list(arrays)
         expected = [keras.ops.convert_to_numpy(t) for t in keras.tree.flatten(model(keras_args, training=False))]
         batch = int(arrays[0].shape[0]) if arrays and np.ndim(arrays[0]) else 1
