@@ -257,7 +257,8 @@ def runtime_worker(onnx_path, ref_path, threads, warmup, runs):
     n_inputs = sum(1 for k in reference.files if k.startswith(f"in{BATCHES[0]}_"))
     names = [i.name for i in session.get_inputs()]
     if len(names) > n_inputs:
-        result["status"] = f"ORT run: needs extra inputs {', '.join(names[n_inputs:])}"
+        result["extra_inputs"] = names[n_inputs:]
+        result["status"] = f"ORT run: needs {len(names) - n_inputs} extra graph input(s)"
         return result
     for batch in BATCHES:
         feed = {name: reference[f"in{batch}_{i}"] for i, name in enumerate(names)}

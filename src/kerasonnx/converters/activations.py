@@ -7,7 +7,6 @@ import math
 import keras
 import numpy as np
 
-from ..core.errors import UnsupportedError, UnsupportedItem
 
 
 def activation_name(fn) -> str:
@@ -150,8 +149,7 @@ def apply_activation(ctx, x, fn):
     """Apply Keras activation ``fn`` (function or name) to ``x``."""
     name = activation_name(fn)
     if name not in ACTIVATIONS:
-        raise UnsupportedError([UnsupportedItem(ctx.scope, type(ctx.operation).__name__,
-                                                f"activation '{name}' has no ONNX mapping")])
+        raise ctx.unsupported(f"activation '{name}' has no ONNX mapping")
     return ACTIVATIONS[name](ctx, x)
 
 

@@ -15,7 +15,7 @@ from ..core.dtypes import to_numpy_dtype
 from ..core.layout import Layout
 from ..core.registry import Case
 from . import BUILTIN
-from .layers_reshaping import crop_spatial, keras_spatial_shape, pad_spatial, resize_images, unsupported
+from .layers_reshaping import crop_spatial, keras_spatial_shape, pad_spatial, resize_images
 
 register = BUILTIN.register
 
@@ -190,7 +190,7 @@ def pad_to_aspect_ratio(ctx, x, hw, target, fill_value):
 
 def _require_image_batch(ctx):
     if len(ctx.in_shape()) != 4:
-        raise unsupported(ctx, f"expects batched images of rank 4, got input shape {ctx.in_shape()}")
+        raise ctx.unsupported(f"expects batched images of rank 4, got input shape {ctx.in_shape()}")
 
 
 # ---- Resizing -------------------------------------------------------------------------------------
@@ -218,9 +218,9 @@ def _integer_result(ctx, op, y, x):
 def _check_integer_resizing(ctx, op):
     backend = keras.backend.backend()
     if backend not in ("numpy", "jax"):
-        raise unsupported(ctx, f"resizing integer images on the '{backend}' backend is not verified")
-    if backend == "numpy" and op.pad_to_aspect_ratio and op.interpolation not in _CONVEX_KERNELS:
-        raise unsupported(ctx, "numpy-backend Keras clips integer images to a range that depends on "
+        raise ctx.unsupported(f"resizing integer images on the '{backend}' backend is not verified")
+    if backend == "numpy" and getattr(op, "pad_to_aspect_ratio", False) and op.interpolation not in _CONVEX_KERNELS:
+        raise ctx.unsupported("numpy-backend Keras clips integer images to a range that depends on "
                                "whether padding happened; use bilinear/nearest or a float input")
 
 
@@ -267,9 +267,9 @@ def resizing(ctx, op, x):
     target = (int(op.height), int(op.width))
     if op.crop_to_aspect_ratio:
         x, hw = crop_to_aspect_ratio(ctx, x, hw, target)
-    elif op.pad_to_aspect_ratio:
-        x, hw = pad_to_aspect_ratio(ctx, x, hw, target, op.fill_value)
-    y = resize_images(ctx, x, op.interpolation, op.antialias, hw, size=target)
+    elif getattr(op, "pad_to_aspect_ratio", False):  # newer Keras options: read with defaults
+        x, hw = pad_to_aspect_ratio(ctx, x, hw, target, getattr(op, "fill_value", 0.0))
+    y = resize_images(ctx, x, op.interpolation, getattr(op, "antialias", False), hw, size=target)
     return _integer_result(ctx, op, y, x) if rounds and y is not x else y
 
 

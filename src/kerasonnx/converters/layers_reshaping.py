@@ -13,7 +13,6 @@ from keras import layers
 
 from ..core import layout as L
 from ..core.dtypes import to_numpy_dtype
-from ..core.errors import UnsupportedError, UnsupportedItem
 from ..core.layout import Layout
 from ..core.registry import Case
 from . import BUILTIN
@@ -21,11 +20,6 @@ from . import BUILTIN
 register = BUILTIN.register
 
 INT64_MAX = np.iinfo(np.int64).max
-
-
-def unsupported(ctx, reason: str) -> UnsupportedError:
-    """An UnsupportedError naming the layer being converted."""
-    return UnsupportedError([UnsupportedItem(ctx.scope, type(ctx.operation).__name__, reason)])
 
 
 # ---- Flatten, Reshape, Permute, RepeatVector ------------------------------------------------------
@@ -272,9 +266,9 @@ def resampling_matrix(in_size: int, out_size: int, method: str, antialias: bool)
 def _check_backend(ctx, method: str, antialias: bool) -> None:
     backend = keras.backend.backend()
     if method not in _KERNELS and method != "nearest":
-        raise unsupported(ctx, f"interpolation '{method}' has no exact ONNX mapping")
+        raise ctx.unsupported(f"interpolation '{method}' has no exact ONNX mapping")
     if (method not in _PORTABLE_METHODS or antialias) and backend not in _JAX_LIKE_BACKENDS:
-        raise unsupported(ctx, f"interpolation '{method}' (antialias={antialias}) on the '{backend}' "
+        raise ctx.unsupported(f"interpolation '{method}' (antialias={antialias}) on the '{backend}' "
                                f"backend is not verified; convert with KERAS_BACKEND=numpy or jax")
 
 
@@ -293,7 +287,7 @@ def resize_images(ctx, x, method: str, antialias: bool, in_hw, *, size=None, fac
         return _resize_node(ctx, x, method, antialiased, size=size, factors=factors)
     if None in in_hw:
         needs = "static spatial dims" + (" or opset >= 18" if method == "bicubic" else "")
-        raise unsupported(ctx, f"'{method}' resizing{' with antialias' if antialias else ''} needs {needs}; "
+        raise ctx.unsupported(f"'{method}' resizing{' with antialias' if antialias else ''} needs {needs}; "
                                f"got spatial dims {tuple(in_hw)}")
     return _resample_with_matrices(ctx, x, method, antialias, in_hw, out_hw)
 

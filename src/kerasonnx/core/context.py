@@ -13,6 +13,7 @@ import onnx_ir as ir
 
 from . import layout as L
 from .dtypes import to_numpy_dtype, to_onnx_dtype
+from .errors import UnsupportedError, UnsupportedItem
 from .walker import variable_path
 
 _SMALL_CONST = 16
@@ -128,6 +129,10 @@ class ConversionContext:
         shape[L.actual_axis(self.perm or L.identity(rank), keras_axis)] = -1
         return self.const(np.reshape(np.asarray(vector), shape), dtype or self.out_dtype(), name)
 
+    def unsupported(self, reason: str) -> UnsupportedError:
+        """An UnsupportedError naming the layer being converted (``raise ctx.unsupported(...)``)."""
+        return UnsupportedError([UnsupportedItem(self.scope, type(self.operation).__name__, reason)])
+
     # ---- Keras metadata of the current node ---------------------------------------------------
     def in_shape(self, i: int = 0) -> tuple:
         return tuple(self.in_tensors[i].shape)
@@ -163,6 +168,8 @@ class ConversionContext:
             transposed = self.op("Transpose", [stored.value], {"perm": list(L.compose(stored.perm, perm))})
             transposed.dtype = stored.value.dtype
             self._transposed[key] = transposed
+            # Going back to the original layout must not stack a second Transpose.
+            self._transposed[(id(transposed), stored.perm)] = stored.value
         return self._transposed[key]
 
     # ---- opset-aware helpers ------------------------------------------------------------------

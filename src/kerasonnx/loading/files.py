@@ -57,7 +57,7 @@ def load_model(path, *, custom_objects=None, safe_mode: bool = True):
 
 def _explain(exc: Exception) -> str:
     text = " ".join(str(exc).split())
-    located = re.search(r"Could not locate (?:class|function) '([^']+)'", text)
+    located = re.search(r"Could not (?:locate|deserialize) (?:class|function) '([^']+)'", text)
     if located:
         return (f"unknown class '{located.group(1)}' (a custom layer/object): pass it with "
                 "custom_objects={...} (CLI: --custom-objects module.py)")
