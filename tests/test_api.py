@@ -244,3 +244,15 @@ def test_verify_report_contents():
     assert set(report.per_output()) == {"probs"}
     assert report.passed and report.max_abs < 1e-5
     assert "passed" in report.summary()
+
+
+def test_mixed_precision_layers_get_keras_input_casts():
+    x = keras.Input((8,), name="x")
+    h = layers.Dense(16, activation="relu", dtype="mixed_float16")(x)
+    y = layers.Dense(3, dtype="float32")(h)
+    model = keras.Model(x, y)
+    proto = kerasonnx.convert(model)
+    onnx.checker.check_model(proto, full_check=True)
+    assert sum(n.op_type == "Cast" for n in proto.graph.node) == 2  # to float16, back to float32
+    report = kerasonnx.verify(model, proto, atol=1e-2, rtol=1e-2)
+    assert report.passed, report.summary()

@@ -70,7 +70,9 @@ def _convert_node(ctx: ConversionContext, node, spec: ConverterSpec, prefix: str
 
     def fetch(kt):
         rank = len(kt.shape)
-        return ctx.fetch(kt, perm if len(perm) == rank else L.identity(rank))
+        value = ctx.fetch(kt, perm if len(perm) == rank else L.identity(rank))
+        cast_to = walker.autocast_dtype(op, kt)
+        return value if cast_to is None else ctx.cast(value, cast_to)
 
     args, ctx.kwargs = node.filled_arguments(fetch)
     flat_args = keras.tree.flatten(args)

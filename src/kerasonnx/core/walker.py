@@ -131,3 +131,16 @@ def app_class(module: str, name: str):
         return getattr(importlib.import_module(f"keras.src.applications.{module}"), name)
     except (ImportError, AttributeError):
         return None
+
+
+def autocast_dtype(operation, keras_tensor) -> str | None:
+    """The dtype ``Layer.__call__`` casts this float input to (mixed precision), or None."""
+    if not is_layer(operation) or not getattr(operation, "_convert_input_args", True):
+        return None
+    if not getattr(operation, "autocast", True):
+        return None
+    target = getattr(operation, "input_dtype", None)
+    dtype = keras.backend.standardize_dtype(keras_tensor.dtype)
+    if target is None or dtype == target or not keras.backend.is_float_dtype(dtype):
+        return None
+    return target if keras.backend.is_float_dtype(target) else None
