@@ -1,5 +1,6 @@
 """Every test case declared beside a built-in converter: convert -> onnxruntime -> compare with Keras."""
 
+import keras
 import pytest
 
 from kerasonnx.converters import BUILTIN
@@ -13,6 +14,8 @@ assert len(_names) == len(set(_names)), "converter test case names must be uniqu
 
 @pytest.mark.parametrize("case", CASES, ids=_names)
 def test_case_matches_keras(case):
+    if case.backends and keras.backend.backend() not in case.backends:
+        pytest.skip(f"converter follows the {'/'.join(case.backends)} backend(s) only")
     opset = max(case.min_opset or 0, 13) if case.min_opset else None
     if opset and opset > max_supported_opset():
         pytest.skip(f"needs opset {opset}")

@@ -14,5 +14,6 @@ from . import (  # noqa: E402,F401  (imported for their registrations)
     layers_pooling,
     layers_preprocessing,
     layers_reshaping,
+    ops_core,
     ops_numpy,
 )

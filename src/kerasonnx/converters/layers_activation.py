@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import keras
 import numpy as np
 from keras import initializers, layers
 
@@ -159,7 +160,9 @@ def softmax_over(ctx, x, axes):
     Case("softmax_layer_axes_list1", lambda: layers.Softmax(axis=[-1]), ((3, 4),)),
     Case("softmax_layer_mask_bool", lambda: (lambda x, m: layers.Softmax()(x, mask=m)),
          ((3, 4), (3, 4)), dtypes=("float32", "bool")),
-    Case("softmax_layer_mask_float_bcast", lambda: (lambda x, m: layers.Softmax(axis=1)(x, mask=m)),
+    # a 0/1 float mask (Keras < 3.13 uses a float mask's values as weights, newer Keras thresholds it)
+    Case("softmax_layer_mask_float_bcast", lambda: (lambda x, m: layers.Softmax(axis=1)(
+        x, mask=keras.ops.cast(keras.ops.greater(m, 0.0), "float32"))),
          ((3, 4), (3, 1)), dtypes=("float32", "float32")),
     Case("softmax_layer_cf", after_conv2d(layers.Softmax), ((5, 6, 3),)),
     Case("softmax_layer_cf_axes", after_conv2d(lambda: layers.Softmax(axis=(1, 2))), ((5, 6, 3),)),

@@ -224,6 +224,12 @@ def _check_integer_resizing(ctx, op):
                                "whether padding happened; use bilinear/nearest or a float input")
 
 
+# Keras' numpy and jax backends resize like jax.image.resize; the converter follows them for these
+# options (it refuses them on other backends, whose conventions differ).
+JAX_RESIZE = ("numpy", "jax")
+_JAX_ONLY = {"bicubic", "bicubic_antialias", "bilinear_antialias", "lanczos5"}
+
+
 def _resizing_cases():
     specs = [
         ("bilinear_down", dict(height=5, width=4), (8, 6, 2)),
@@ -242,15 +248,16 @@ def _resizing_cases():
         ("pad_dynamic", dict(height=6, width=4, pad_to_aspect_ratio=True, fill_value=-1.0), (None, None, 2)),
         ("channels_first", dict(height=5, width=4, data_format="channels_first"), (2, 8, 6)),
     ]
-    cases = [Case(f"resizing_{name}", (lambda kw=kw: layers.Resizing(**kw)), (shape,)) for name, kw, shape in specs]
+    cases = [Case(f"resizing_{name}", (lambda kw=kw: layers.Resizing(**kw)), (shape,),
+                  backends=JAX_RESIZE if name in _JAX_ONLY else None) for name, kw, shape in specs]
     return cases + [
         Case("resizing_opset13", lambda: layers.Resizing(5, 7, crop_to_aspect_ratio=True), ((None, None, 2),),
              min_opset=13),
-        Case("resizing_uint8", lambda: layers.Resizing(5, 4), ((8, 6, 3),), dtypes=("uint8",), int_range=(0, 256)),
+        Case("resizing_uint8", lambda: layers.Resizing(5, 4), ((8, 6, 3),), dtypes=("uint8",), int_range=(0, 256), backends=JAX_RESIZE),
         Case("resizing_uint8_bicubic", lambda: layers.Resizing(9, 7, interpolation="bicubic"), ((8, 6, 3),),
-             dtypes=("uint8",), int_range=(0, 256)),
+             dtypes=("uint8",), int_range=(0, 256), backends=JAX_RESIZE),
         Case("resizing_uint8_pad", lambda: layers.Resizing(4, 6, pad_to_aspect_ratio=True, fill_value=7.0),
-             ((8, 6, 3),), dtypes=("uint8",), int_range=(0, 256)),
+             ((8, 6, 3),), dtypes=("uint8",), int_range=(0, 256), backends=JAX_RESIZE),
         Case("resizing_uint8_nearest", lambda: layers.Resizing(5, 4, interpolation="nearest"), ((8, 6, 3),),
              dtypes=("uint8",), int_range=(0, 256)),
     ]

@@ -29,6 +29,7 @@ class Case:
     int_range: tuple[int, int] = (0, 10)
     atol: float = 1e-4
     min_opset: int | None = None
+    backends: tuple[str, ...] | None = None  # Keras backends whose semantics the converter follows
 
 
 @dataclass(frozen=True)
