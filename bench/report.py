@@ -22,7 +22,7 @@ def render(results: dict) -> str:
         "## Results",
         "",
         _table(["model", "converter", "status", "opset", "convert s", "peak extra MB", "nodes", "Transpose",
-                f"ORT b1 ms", f"ORT b8 ms", "max abs err"], _result_rows(results)),
+                "ORT b1 ms", "ORT b8 ms", "max abs err"], _result_rows(results)),
         "",
         "## Ratios (kerasonnx against each peer)",
         "",
@@ -41,14 +41,17 @@ def render(results: dict) -> str:
 def _header(meta) -> str:
     versions = ", ".join(f"{k} {v}" for k, v in meta["versions"].items())
     s = meta["settings"]
-    return "\n".join([
+    quick = ["- **--quick: a smoke test; few repeats and runs, so times and latencies are noisy**"]
+    quick = quick if s["quick"] else []
+    return "\n".join(quick + [
         f"- command: `{meta['command']}` (cwd `{meta['cwd']}`)",
         f"- date: {meta['date']}",
         f"- machine: {meta['machine']['cpu']}; {meta['machine']['cores']} cores "
         f"({meta['machine']['usable_cores']} usable by this process)",
         f"- versions: {versions}",
-        f"- conversion time: median of {s['repeats']} run(s) per converter in one fresh process, model "
-        f"already built (imports and a tiny warm-up conversion excluded)",
+        f"- conversion time: median of >= {s['repeats']} run(s) (fast conversions repeated up to 1 s / "
+        f"20 runs) in one fresh process per model and converter, model already built (imports and a "
+        f"tiny warm-up conversion excluded)",
         f"- peak extra memory: RSS high-water mark above the RSS just before one conversion, "
         f"in its own fresh process ({s['memory_method']})",
         f"- onnxruntime: CPUExecutionProvider, intra_op_num_threads={s['threads']}, "
@@ -66,7 +69,8 @@ def _corpus_rows(results):
             yield [name, "–", "–", "–", entry.get("reference_error", "–")]
             continue
         shapes = " + ".join("×".join("N" if d is None else str(d) for d in s) for s in ref["input_shapes"])
-        yield [name, shapes, f"{ref['params']:,}", _num(ref["weights_bytes"] / MB, 1), f"{ref['output_std']:.3g}"]
+        yield [name, shapes, f"{ref['params']:,}", _num(ref["weights_bytes"] / MB, 1),
+               f"{ref['output_std']:.3g}"]
 
 
 def _result_rows(results):
@@ -79,7 +83,14 @@ def _result_rows(results):
                    _sci(r.get("max_abs_error"))]
 
 
-def _ratio_rows(results):
+RATIO_KEYS = ["speed_up", "kerasonnx_mem_per_weight", "peer_mem_per_weight", "latency_ratio_b1",
+              "latency_ratio_b8"]
+_RATIO_DIGITS = [1, 2, 2, 2, 2]
+
+
+def ratios(results) -> dict:
+    """{model: {peer: {speed_up, kerasonnx_mem_per_weight, ...}}}; None where one side failed."""
+    out = {}
     for name, entry in results["models"].items():
         convs = entry["converters"]
         ours = convs.get(OURS)
@@ -89,23 +100,19 @@ def _ratio_rows(results):
         for peer, theirs in convs.items():
             if peer == OURS:
                 continue
-            yield [name, peer,
-                   _ratio(theirs.get("convert_s"), ours.get("convert_s"), 1),
-                   _ratio(ours.get("peak_extra_bytes"), weights, 2),
-                   _ratio(theirs.get("peak_extra_bytes"), weights, 2),
-                   _ratio(_lat(ours, "1"), _lat(theirs, "1"), 2),
-                   _ratio(_lat(ours, "8"), _lat(theirs, "8"), 2)]
-
-
-def ratios(results) -> dict:
-    """The same ratios as the Markdown table, as numbers (None when one side failed), for the JSON."""
-    out = {}
-    for row in _ratio_rows(results):
-        out.setdefault(row[0], {})[row[1]] = {
-            "speed_up": _float(row[2]), "kerasonnx_mem_per_weight": _float(row[3]),
-            "peer_mem_per_weight": _float(row[4]), "latency_ratio_b1": _float(row[5]),
-            "latency_ratio_b8": _float(row[6])}
+            values = [_div(theirs.get("convert_s"), ours.get("convert_s")),
+                      _div(ours.get("peak_extra_bytes"), weights),
+                      _div(theirs.get("peak_extra_bytes"), weights),
+                      _div(_lat(ours, "1"), _lat(theirs, "1")),
+                      _div(_lat(ours, "8"), _lat(theirs, "8"))]
+            out.setdefault(name, {})[peer] = dict(zip(RATIO_KEYS, values))
     return out
+
+
+def _ratio_rows(results):
+    for name, peers in ratios(results).items():
+        for peer, values in peers.items():
+            yield [name, peer] + [_fmt_ratio(values[k], d) for k, d in zip(RATIO_KEYS, _RATIO_DIGITS)]
 
 
 def _lat(result, batch):
@@ -115,14 +122,12 @@ def _lat(result, batch):
     return result.get("latency_ms", {}).get(batch)
 
 
-def _ratio(num, den, digits):
-    if num is None or den is None or den == 0:
-        return "n/a"
-    return f"{num / den:.{digits}f}"
+def _div(num, den):
+    return None if num is None or not den else num / den
 
 
-def _float(text):
-    return None if text == "n/a" else float(text)
+def _fmt_ratio(value, digits):
+    return "n/a" if value is None else f"{value:.{digits}f}"
 
 
 def _mb(value):

@@ -108,6 +108,7 @@ def bench_converter(name, conv, ref, args, workdir, logdir):
         return result
     result["convert_times_s"] = timing.value["times_s"]
     result["convert_s"] = timing.value["median_s"]
+    result["write_s"] = timing.value["write_s"]
     result["warmup_error"] = timing.value["warmup_error"]
 
     progress(f"{name}: {conv}: peak memory")

@@ -70,6 +70,7 @@ def _exit_reason(code) -> str:
 # (regex searched in "Type: message", phrase template). First match wins.
 _KNOWN = [
     (r"KeyError: 'keras_tensor", "KeyError 'keras_tensor_N' (Keras 3 Sequential)"),
+    (r"No Op registered for (\S+) with domain_version", "unknown op {0}"),
     (r"(\S+) is not a registered function/op", "unknown op {0}"),
     (r"Could not find an implementation for (\w+)", "no onnxruntime kernel for {0}"),
     (r"Required inputs \((\[.*?\])\) are missing", "needs extra inputs {0}"),
@@ -84,6 +85,8 @@ def short_reason(exc: BaseException, limit: int = 90) -> str:
         more = f" (+{len(classes) - 4})" if len(classes) > 4 else ""
         return "unsupported: " + ", ".join(classes[:4]) + more
     text = f"{type(exc).__name__}: {str(exc).strip()}"
+    # onnxruntime: "[ONNXRuntimeError] : 10 : INVALID_GRAPH : Load model from /long/path failed:..."
+    text = re.sub(r"\[ONNXRuntimeError\] : \d+ : (\w+) : (Load model from \S+ failed:)?", r"\1: ", text)
     for pattern, phrase in _KNOWN:
         match = re.search(pattern, text)
         if match:

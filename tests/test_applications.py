@@ -4,35 +4,15 @@ Slow-ish (about a minute per backend); CI runs it on the numpy backend and on te
 """
 
 import keras
-import numpy as np
 import onnx
 import pytest
 
 import kerasonnx
+from kerasonnx.testing import randomise_batchnorm
 
 MODELS = ["MobileNetV2", "MobileNetV3Small", "ResNet50", "ResNet50V2", "EfficientNetB0", "EfficientNetV2B0",
           "DenseNet121", "ConvNeXtTiny", "Xception", "InceptionV3", "NASNetMobile"]
 MAX_TRANSPOSES = {"MobileNetV2": 2, "ResNet50": 2}
-
-
-def randomise_batchnorm(model, seed=0):
-    """Give every BatchNormalization non-trivial statistics so that folding is really tested."""
-    rng = np.random.default_rng(seed)
-    for layer in _all_layers(model):
-        if isinstance(layer, keras.layers.BatchNormalization):
-            for var, make in ((layer.gamma, lambda s: rng.uniform(0.5, 1.5, s)),
-                              (layer.beta, lambda s: rng.normal(0, 0.1, s)),
-                              (layer.moving_mean, lambda s: rng.normal(0, 0.1, s)),
-                              (layer.moving_variance, lambda s: rng.uniform(0.5, 1.5, s))):
-                if var is not None:
-                    var.assign(make(var.shape).astype(var.dtype))
-
-
-def _all_layers(model):
-    for layer in model.layers:
-        yield layer
-        if isinstance(layer, keras.Model):
-            yield from _all_layers(layer)
 
 
 @pytest.mark.slow

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import keras
+import numpy as np
 import onnx
 
 from .api import convert
@@ -29,3 +30,24 @@ def run_case(case: Case, opset: int | None = None, batch_sizes=(1, 3)):
     report = verify(model, onnx_model, batch_sizes=batch_sizes, atol=case.atol, rtol=1e-3,
                     int_range=case.int_range)
     return onnx_model, report
+
+
+def randomise_batchnorm(model, seed: int = 0) -> None:
+    """Give every BatchNormalization of ``model`` (nested models included) non-trivial statistics,
+    so that tests and benchmarks really exercise BatchNorm folding."""
+    rng = np.random.default_rng(seed)
+    for layer in _all_layers(model):
+        if isinstance(layer, keras.layers.BatchNormalization):
+            for var, make in ((layer.gamma, lambda s: rng.uniform(0.5, 1.5, s)),
+                              (layer.beta, lambda s: rng.normal(0, 0.1, s)),
+                              (layer.moving_mean, lambda s: rng.normal(0, 0.1, s)),
+                              (layer.moving_variance, lambda s: rng.uniform(0.5, 1.5, s))):
+                if var is not None:
+                    var.assign(make(var.shape).astype(var.dtype))
+
+
+def _all_layers(model):
+    for layer in model.layers:
+        yield layer
+        if isinstance(layer, keras.Model):
+            yield from _all_layers(layer)
