@@ -5,7 +5,7 @@ from __future__ import annotations
 import keras
 from keras import layers
 
-from ..core.layout import Layout
+from ..core.layout import Layout, channels_first, identity
 from ..core.registry import Case
 from . import BUILTIN
 from .activations import ACTIVATIONS, apply_activation
@@ -13,12 +13,27 @@ from .activations import ACTIVATIONS, apply_activation
 register = BUILTIN.register
 
 
-@register(layers.Dense, cases=[
+def _after_conv(layer_factory):
+    return lambda: (lambda x: layer_factory()(layers.Conv2D(4, 3)(x)))
+
+
+@register(layers.Dense, layout=Layout.ANY, cases=[
     Case("dense", lambda: layers.Dense(5), ((4,),)),
     Case("dense_relu_nobias", lambda: layers.Dense(3, activation="relu", use_bias=False), ((6,),)),
     Case("dense_rank3", lambda: layers.Dense(5, activation="tanh"), ((7, 4),)),
+    Case("dense_on_channels_first", _after_conv(lambda: layers.Dense(6, activation="gelu")), ((7, 6, 3),)),
+    Case("dense_on_channels_first_softmax", _after_conv(lambda: layers.Dense(5, activation="softmax",
+                                                                             use_bias=False)), ((5, 5, 2),)),
 ])
 def dense(ctx, op, x):
+    """Gemm/MatMul on Keras' layout; on a channels-first image tensor (ConvNeXt's pointwise Dense
+    after a depthwise conv) a 1x1 Conv, so that the whole block stays channels-first."""
+    rank = len(ctx.in_shape())
+    if ctx.perm != identity(rank):
+        if ctx.perm == channels_first(rank):
+            return _dense_as_pointwise_conv(ctx, op, x, rank)
+        x = ctx.fetch(ctx.in_tensors[0], identity(rank))
+        ctx.out_perms = [identity(rank)]
     kernel = ctx.weight(op.kernel)
     if len(ctx.in_shape()) == 2 and op.use_bias:
         y = ctx.op("Gemm", [x, kernel, ctx.weight(op.bias)])
@@ -27,6 +42,12 @@ def dense(ctx, op, x):
         if op.use_bias:
             y = ctx.op("Add", [y, ctx.weight(op.bias)])
     return apply_activation(ctx, y, op.activation)
+
+
+def _dense_as_pointwise_conv(ctx, op, x, rank):
+    kernel = ctx.weight(op.kernel, transform=lambda k: k.T.reshape(k.shape[1], k.shape[0], *[1] * (rank - 2)))
+    inputs = [x, kernel] + ([ctx.weight(op.bias)] if op.use_bias else [])
+    return apply_activation(ctx, ctx.op("Conv", inputs), op.activation)
 
 
 @register(layers.EinsumDense, cases=[

@@ -82,17 +82,19 @@ def _global_cases(prefix: str, rank_layers) -> list[Case]:
     return cases
 
 
-def _spatial_axes(ctx) -> list[int]:
-    """Stored (channels-first) spatial axes of the current input."""
-    return list(range(2, len(ctx.in_shape())))
-
-
 @register(*_GLOBAL_MAX, layout=Layout.CHANNELS_FIRST, cases=[
     *_global_cases("global_max_pool", _GLOBAL_MAX),
     Case("global_max_pool2d_dynamic", lambda: layers.GlobalMaxPooling2D(), ((None, None, 3),)),
 ])
 def global_max_pooling(ctx, op, x):
-    return ctx.reduce("ReduceMax", x, _spatial_axes(ctx), keepdims=op.keepdims)
+    return _global_pool(ctx, "GlobalMaxPool", x, op.keepdims)
+
+
+def _global_pool(ctx, op_type: str, x, keepdims: bool):
+    """ONNX GlobalXxxPool on the stored (batch, channels, *spatial) tensor; onnxruntime keeps it in
+    its blocked NCHWc layout, which a ReduceMean/ReduceMax would not."""
+    pooled = ctx.op(op_type, [x])
+    return pooled if keepdims else ctx.op("Flatten", [pooled], {"axis": 1})
 
 
 def _masked_gap1d(keepdims: bool):
@@ -113,7 +115,7 @@ def global_average_pooling(ctx, op, x, *rest):
     mask = ctx.kwargs.get("mask", rest[0] if rest else None)
     if mask is not None:
         return _masked_mean_over_steps(ctx, x, mask, op.keepdims)
-    return ctx.reduce("ReduceMean", x, _spatial_axes(ctx), keepdims=op.keepdims)
+    return _global_pool(ctx, "GlobalAveragePool", x, op.keepdims)
 
 
 def _masked_mean_over_steps(ctx, x, mask, keepdims: bool):

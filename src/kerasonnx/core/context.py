@@ -165,7 +165,11 @@ class ConversionContext:
             return stored.value
         key = (id(stored.value), perm)
         if key not in self._transposed:
-            transposed = self.op("Transpose", [stored.value], {"perm": list(L.compose(stored.perm, perm))})
+            target = L.unit_move_shape(tuple(keras_tensor.shape), stored.perm, perm)
+            if target is not None:  # only size-1 dims move: a Reshape is free, a Transpose is not
+                transposed = self.op("Reshape", [stored.value, self.int64s(target)])
+            else:
+                transposed = self.op("Transpose", [stored.value], {"perm": list(L.compose(stored.perm, perm))})
             transposed.dtype = stored.value.dtype
             self._transposed[key] = transposed
             # Going back to the original layout must not stack a second Transpose.

@@ -43,3 +43,13 @@ def actual_axis(perm: Perm, keras_axis: int) -> int:
 
 def permute_shape(shape, perm: Perm) -> tuple:
     return tuple(shape[p] for p in perm)
+
+
+def unit_move_shape(keras_shape, current: Perm, wanted: Perm) -> list[int] | None:
+    """Reshape target (batch copied with 0) equivalent to transposing from ``current`` to ``wanted``
+    layout, when only static size-1 dims change place; None otherwise."""
+    if current[:1] != (0,) or wanted[:1] != (0,) or any(d is None for d in keras_shape[1:]):
+        return None
+    if [a for a in current[1:] if keras_shape[a] != 1] != [a for a in wanted[1:] if keras_shape[a] != 1]:
+        return None
+    return [0, *permute_shape(keras_shape, wanted)[1:]]
