@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from kerasonnx.testing import randomise_batchnorm
+
 SEED = 0
 
 
@@ -55,30 +57,6 @@ def build_model(name, seed=SEED):
     model = BUILDERS[name]()
     randomise_batchnorm(model, seed)
     return model
-
-
-def randomise_batchnorm(model, seed=SEED):
-    """Same helper as tests/test_applications.py: non-trivial BatchNormalization statistics."""
-    import keras
-
-    rng = np.random.default_rng(seed)
-    for layer in _all_layers(model):
-        if isinstance(layer, keras.layers.BatchNormalization):
-            for var, make in ((layer.gamma, lambda s: rng.uniform(0.5, 1.5, s)),
-                              (layer.beta, lambda s: rng.normal(0, 0.1, s)),
-                              (layer.moving_mean, lambda s: rng.normal(0, 0.1, s)),
-                              (layer.moving_variance, lambda s: rng.uniform(0.5, 1.5, s))):
-                if var is not None:
-                    var.assign(make(var.shape).astype(var.dtype))
-
-
-def _all_layers(model):
-    import keras
-
-    for layer in model.layers:
-        yield layer
-        if isinstance(layer, keras.Model):
-            yield from _all_layers(layer)
 
 
 def tiny_functional():

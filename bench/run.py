@@ -2,8 +2,8 @@
 
 Run from the repository root, in the TensorFlow environment (the peers need TensorFlow):
 
-    /work/venv-tf/bin/python bench/run.py                        # full corpus, full repeats
-    /work/venv-tf/bin/python bench/run.py --quick --models SmallCNN,MobileNetV2
+    python bench/run.py                        # full corpus, full repeats
+    python bench/run.py --quick --models SmallCNN,MobileNetV2
 
 Every measurement runs in its own fresh process (see workers.py). Writes a Markdown table to stdout and
 to bench/results/latest.md, and the raw numbers to bench/results/latest.json. See bench/README.md.
@@ -92,7 +92,25 @@ def bench_model(name, args, workdir, logdir):
     entry["reference"] = ref.value
     for conv in args.converters:
         entry["converters"][conv] = bench_converter(name, conv, ref.value, args, workdir, logdir)
+    measure_latency(name, entry, ref.value, args, logdir)
     return entry
+
+
+def measure_latency(name, entry, ref, args, logdir):
+    """Latency of every converter whose file ran correctly, interleaved in one process."""
+    runnable = {conv: r["onnx_path"] for conv, r in entry["converters"].items()
+                if r.get("status") in ("ok", "large error") and r.get("onnx_path")}
+    if not runnable:
+        return
+    progress(f"{name}: onnxruntime latency, interleaved: {', '.join(runnable)}")
+    latency = run_isolated(workers.latency_worker, {"onnx_paths": runnable, "ref_path": ref["ref_path"],
+                           "threads": args.threads, "warmup": args.warmup, "runs": args.runs},
+                           logdir / f"{name}.latency.log", args.timeout)
+    for conv in runnable:
+        if latency.ok:
+            entry["converters"][conv].update(latency.value[conv])
+        else:
+            entry["converters"][conv]["status"] = "latency worker: " + latency.reason
 
 
 def bench_converter(name, conv, ref, args, workdir, logdir):
@@ -124,9 +142,10 @@ def bench_converter(name, conv, ref, args, workdir, logdir):
         result["memory_error"] = memory.reason
 
     progress(f"{name}: {conv}: onnxruntime")
+    result["onnx_path"] = timing.value["onnx_path"]
     runtime = run_isolated(workers.runtime_worker, {"onnx_path": timing.value["onnx_path"],
-                           "ref_path": ref["ref_path"], "threads": args.threads, "warmup": args.warmup,
-                           "runs": args.runs}, log("runtime"), args.timeout)
+                           "ref_path": ref["ref_path"], "threads": args.threads, "warmup": 0,
+                           "runs": 0}, log("runtime"), args.timeout)
     result["logs"]["runtime"] = runtime.log
     if not runtime.ok:
         result["status"] = "ORT worker: " + runtime.reason

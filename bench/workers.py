@@ -279,11 +279,40 @@ def runtime_worker(onnx_path, ref_path, threads, warmup, runs):
         result["max_abs_error_by_batch"][str(batch)] = error
         if problem:
             _set_status(result, f"b{batch}: {problem}")
-        times = _latencies(session, feed, warmup, runs)
-        result["latency_all_ms"][str(batch)] = times
-        result["latency_ms"][str(batch)] = statistics.median(times)
+        if runs:
+            times = _latencies(session, feed, warmup, runs)
+            result["latency_all_ms"][str(batch)] = times
+            result["latency_ms"][str(batch)] = statistics.median(times)
     errors = list(result["max_abs_error_by_batch"].values())
     result["max_abs_error"] = max(errors) if errors else None
+    return result
+
+
+def latency_worker(onnx_paths, ref_path, threads, warmup, runs):
+    """onnxruntime latency of several converters' files of one model, measured interleaved (one run
+    of each file in turn) so that machine noise hits every converter alike."""
+    import onnxruntime as ort
+
+    reference = np.load(ref_path)
+    sessions = {conv: ort.InferenceSession(path, _session_options(ort, threads),
+                                           providers=["CPUExecutionProvider"])
+                for conv, path in onnx_paths.items()}
+    result = {conv: {"latency_ms": {}, "latency_all_ms": {}} for conv in sessions}
+    for batch in BATCHES:
+        feeds = {conv: {i.name: reference[f"in{batch}_{k}"] for k, i in enumerate(s.get_inputs())}
+                 for conv, s in sessions.items()}
+        for _ in range(warmup):
+            for conv, session in sessions.items():
+                session.run(None, feeds[conv])
+        times = {conv: [] for conv in sessions}
+        for _ in range(runs):
+            for conv, session in sessions.items():
+                start = time.perf_counter()
+                session.run(None, feeds[conv])
+                times[conv].append((time.perf_counter() - start) * 1000.0)
+        for conv in sessions:
+            result[conv]["latency_all_ms"][str(batch)] = times[conv]
+            result[conv]["latency_ms"][str(batch)] = statistics.median(times[conv])
     return result
 
 

@@ -105,8 +105,9 @@ def nodes(functional) -> list[GraphNode]:
     return ordered
 
 
-def variable_path(variable) -> str:
-    return getattr(variable, "path", None) or variable.name
+def variable_path(variable, default: str = "weight") -> str:
+    """A Keras variable's path (``dense/kernel``); ``default`` for plain arrays."""
+    return getattr(variable, "path", None) or getattr(variable, "name", None) or default
 
 
 def ops_class(module: str, name: str):
@@ -144,3 +145,17 @@ def autocast_dtype(operation, keras_tensor) -> str | None:
     if target is None or dtype == target or not keras.backend.is_float_dtype(dtype):
         return None
     return target if keras.backend.is_float_dtype(target) else None
+
+
+def autocast_scope(layer):
+    """The autocast scope ``Layer.__call__`` opens for a mixed-precision layer (else a no-op)."""
+    import contextlib
+
+    compute = getattr(layer, "compute_dtype", None)
+    variable = getattr(layer, "variable_dtype", None)
+    if (getattr(layer, "autocast", True) and compute and variable and compute != variable
+            and keras.backend.is_float_dtype(compute)):
+        from keras.src.backend import AutocastScope
+
+        return AutocastScope(compute)
+    return contextlib.nullcontext()
