@@ -1,0 +1,3 @@
+"""layers_attention converters."""
+
+from __future__ import annotations

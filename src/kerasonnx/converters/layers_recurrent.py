@@ -1,0 +1,3 @@
+"""layers_recurrent converters."""
+
+from __future__ import annotations

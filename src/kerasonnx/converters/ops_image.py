@@ -1,0 +1,3 @@
+"""ops_image converters."""
+
+from __future__ import annotations

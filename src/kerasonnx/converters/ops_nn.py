@@ -1,0 +1,3 @@
+"""ops_nn converters."""
+
+from __future__ import annotations
