@@ -37,3 +37,29 @@ def with_custom_layers():
     h = layers.Dense(4, name="dense")(h)
     y = Halver(name="halver")(h)
     return keras.Model(x, y)
+
+
+class PythonBranch(layers.Layer):
+    """Branches in Python on a tensor value: cannot be traced into a graph."""
+
+    def call(self, x):
+        if keras.ops.sum(x) > 0:
+            return x
+        return -x
+
+
+class NumpyInside(layers.Layer):
+    """Calls numpy on its input: only works eagerly, not on symbolic tensors."""
+
+    def call(self, x):
+        import numpy as np
+
+        return x * float(np.asarray(x).mean())
+
+
+def with_untraceable_layers():
+    x = keras.Input((6,), name="x")
+    h = PythonBranch(name="branchy")(x)
+    h = layers.Dense(4, name="dense")(h)
+    y = NumpyInside(name="numpy_inside")(h)
+    return keras.Model(x, y)

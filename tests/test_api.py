@@ -9,7 +9,7 @@ from keras import layers
 
 import kerasonnx
 from kerasonnx.core.opsets import MIN_OPSET, max_supported_opset
-from models import Doubler, Halver, mlp, two_io, with_custom_layers  # noqa: F401
+from models import Doubler, PythonBranch, mlp, two_io, with_custom_layers, with_untraceable_layers
 
 
 def run(onnx_model, feeds):
@@ -107,29 +107,44 @@ def test_nested_models():
 
 def test_unsupported_lists_every_layer():
     with pytest.raises(kerasonnx.UnsupportedError) as info:
-        kerasonnx.convert(with_custom_layers())
+        kerasonnx.convert(with_untraceable_layers())
     message = str(info.value)
-    assert "'doubler' (Doubler" in message and "'halver' (Halver" in message
-    assert "Registry" in message
-    assert {i.layer_name for i in info.value.items} == {"doubler", "halver"}
+    assert "'branchy' (PythonBranch: Python control flow on a tensor value" in message
+    assert "'numpy_inside' (NumpyInside: tracing call() failed" in message
+    assert "Registry" in message and len(message.splitlines()) == 1
+    assert {i.layer_name for i in info.value.items} == {"branchy", "numpy_inside"}
 
 
-def test_user_registry_converts_custom_layers_without_global_change():
+def test_custom_layers_convert_by_tracing():
+    model = with_custom_layers()
+    proto = kerasonnx.convert(model)
+    assert [n.name for n in proto.graph.node if n.name.startswith("doubler/")]
+    assert kerasonnx.verify(model, proto).passed
+
+
+def test_user_registry_wins_over_tracing_without_global_change():
     registry = kerasonnx.Registry()
 
     @registry.register(Doubler, layout=kerasonnx.Layout.ANY)
     def doubler(ctx, op, x):
-        return ctx.op("Mul", [x, ctx.scalar(2.0)])
+        return ctx.op("Add", [x, x])
 
-    @registry.register(Halver)
-    def halver(ctx, op, x):
-        return ctx.op("Mul", [x, ctx.scalar(0.5)])
+    @registry.register(PythonBranch)
+    def branch(ctx, op, x):
+        keep = ctx.op("Greater", [ctx.reduce("ReduceSum", x, None, keepdims=False), ctx.scalar(0.0)])
+        return ctx.op("Where", [keep, x, ctx.op("Neg", [x])])
 
     model = with_custom_layers()
     proto = kerasonnx.convert(model, converters=registry)
+    assert any(n.op_type == "Add" for n in proto.graph.node)
     assert kerasonnx.verify(model, proto).passed
-    with pytest.raises(kerasonnx.UnsupportedError):  # the built-in registry did not change
-        kerasonnx.convert(model)
+    assert not any(n.op_type == "Add" for n in kerasonnx.convert(model).graph.node)  # built-ins unchanged
+    x = keras.Input((6,))
+    branchy = keras.Model(x, PythonBranch()(x))
+    data = np.random.default_rng(0).normal(size=(4, 6)).astype("float32")
+    for sign in (1.0, -1.0):  # both branches, decided at run time
+        report = kerasonnx.verify(branchy, kerasonnx.convert(branchy, converters=registry), inputs=[sign * data])
+        assert report.passed, report.summary()
 
 
 def test_user_converter_wins_over_builtin():
@@ -256,3 +271,71 @@ def test_mixed_precision_layers_get_keras_input_casts():
     assert sum(n.op_type == "Cast" for n in proto.graph.node) == 2  # to float16, back to float32
     report = kerasonnx.verify(model, proto, atol=1e-2, rtol=1e-2)
     assert report.passed, report.summary()
+
+
+class TinyClassifier(keras.Model):
+    """A subclassed model: no functional graph, only call()."""
+
+    def __init__(self):
+        super().__init__()
+        self.hidden = layers.Dense(8, activation="relu")
+        self.norm = layers.LayerNormalization()
+        self.out = layers.Dense(3)
+
+    def call(self, x, training=False):
+        h = self.norm(self.hidden(x))
+        return self.out(h + keras.ops.mean(x, axis=-1, keepdims=True))
+
+
+def test_subclassed_model_with_signature():
+    model = TinyClassifier()
+    model(np.zeros((1, 5), "float32"))
+    proto = kerasonnx.convert(model, input_signature=[(None, 5)], input_names=["features"])
+    assert [i.name for i in proto.graph.input] == ["features"]
+    assert proto.graph.input[0].type.tensor_type.shape.dim[0].dim_param == "batch"
+    report = kerasonnx.verify(model, proto)
+    assert report.passed, report.summary()
+
+
+def test_subclassed_model_uses_its_built_shapes():
+    model = TinyClassifier()
+    model.build((None, 7))
+    proto = kerasonnx.convert(model)
+    assert proto.graph.input[0].type.tensor_type.shape.dim[1].dim_value == 7
+    assert kerasonnx.verify(model, proto).passed
+
+
+def test_subclassed_model_without_shapes_is_refused():
+    with pytest.raises(kerasonnx.InvalidInputError, match="input_signature"):
+        kerasonnx.convert(TinyClassifier())
+
+
+def test_lambda_layers_convert_by_tracing(tmp_path):
+    x = keras.Input((5,), name="x")
+    y = layers.Lambda(lambda t: t * t + 1.0, name="square_plus_one")(layers.Dense(5)(x))
+    model = keras.Model(x, y)
+    proto = kerasonnx.convert(model)
+    assert any(n.name.startswith("square_plus_one/") for n in proto.graph.node)
+    assert kerasonnx.verify(model, proto).passed
+    path = tmp_path / "lambda.keras"
+    model.save(path)
+    with pytest.raises(kerasonnx.ModelLoadError, match="safe_mode=False"):
+        kerasonnx.load_model(path)
+    loaded = kerasonnx.load_model(path, safe_mode=False)
+    assert kerasonnx.verify(loaded, kerasonnx.convert(loaded)).passed
+
+
+def test_traced_layer_variables_become_named_initializers():
+    class Scale(layers.Layer):
+        def build(self, shape):
+            self.gamma = self.add_weight(shape=(shape[-1],), initializer="random_normal", name="gamma")
+
+        def call(self, x):
+            return x * self.gamma + self.gamma
+
+    x = keras.Input((4,))
+    model = keras.Model(x, Scale(name="scale")(x))
+    proto = kerasonnx.convert(model)
+    names = [i.name for i in proto.graph.initializer]
+    assert names.count("scale/gamma") == 1, names  # one initializer, used twice
+    assert kerasonnx.verify(model, proto).passed

@@ -10,7 +10,7 @@ from pathlib import Path
 import onnx
 import pytest
 
-from models import mlp, with_custom_layers
+from models import mlp, with_custom_layers, with_untraceable_layers
 
 MODELS_PY = Path(__file__).with_name("models.py")
 
@@ -78,13 +78,21 @@ def test_errors_are_one_line(args, code, message, mlp_file, tmp_path):
 
 def test_unsupported_layers_fail_with_every_name_and_no_output(tmp_path):
     model_file = tmp_path / "custom.keras"
-    with_custom_layers().save(model_file)
+    with_untraceable_layers().save(model_file)
     out = tmp_path / "custom.onnx"
     result = cli("convert", model_file, "-o", out, "--custom-objects", MODELS_PY, cwd=tmp_path)
     assert result.returncode == 4, result.stderr
-    assert "'doubler' (Doubler" in result.stderr and "'halver' (Halver" in result.stderr
+    assert "'branchy' (PythonBranch" in result.stderr and "'numpy_inside' (NumpyInside" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
     assert not out.exists() and list(tmp_path.iterdir()) == [model_file]
+
+
+def test_custom_layers_convert_with_custom_objects(tmp_path):
+    model_file = tmp_path / "custom.keras"
+    with_custom_layers().save(model_file)
+    result = cli("convert", model_file, "-o", tmp_path / "c.onnx", "--custom-objects", MODELS_PY, "--verify")
+    assert result.returncode == 0, result.stderr
+    assert "verified" in result.stdout
 
 
 def test_unknown_custom_class_without_custom_objects(tmp_path):

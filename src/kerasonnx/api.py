@@ -7,6 +7,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
+import keras
 import onnx
 import onnx_ir as ir
 
@@ -16,6 +17,7 @@ from .core import layout as L
 from .core import walker
 from .core.context import ConversionContext, Tensor
 from .core.driver import convert_graph, find_unsupported
+from .core.tracing import TraceFailure, trace_model
 from .core.dtypes import to_onnx_dtype
 from .core.errors import InvalidInputError, OutputWriteError, UnsupportedError
 from .core.opsets import ir_version_for, resolve_opset
@@ -45,18 +47,18 @@ def convert_to_ir(model, *, opset=None, input_signature=None, input_names=None, 
                   dynamic_batch=True, converters=None, optimize=True) -> ir.Model:
     opset = resolve_opset(opset)
     registry = converters.chain(BUILTIN) if converters is not None else BUILTIN
-    if input_signature is not None and walker.is_model(model):
-        first = input_signature[0] if isinstance(input_signature, (list, tuple)) else None
-        if first is not None and isinstance(first, (list, tuple)):
-            walker.build_sequential(model, first)
     if not walker.is_model(model):
         raise InvalidInputError(f"expected a Keras 3 model, got {type(model).__name__}")
-    functional = walker.functional_of(model)
-    unsupported = find_unsupported(functional, registry, opset)
+    if input_signature is not None and isinstance(model, keras.Sequential):
+        first = input_signature[0] if isinstance(input_signature, (list, tuple)) else None
+        if first is not None:
+            walker.build_sequential(model, _shape_of(first))
+    ctx = ConversionContext(opset, registry, graph_name=model.name)
+    functional = _graph_of(model, input_signature, input_names)
+    unsupported = find_unsupported(functional, registry, opset, ctx.tracer)
     if unsupported:
         raise UnsupportedError(unsupported)
 
-    ctx = ConversionContext(opset, registry, graph_name=model.name)
     keras_inputs = walker.graph_inputs(functional)
     keras_outputs = walker.graph_outputs(functional)
     in_names = _names(input_names, [walker.producer_name(t) for t in keras_inputs], "input")
@@ -91,6 +93,30 @@ def convert_to_ir(model, *, opset=None, input_signature=None, input_names=None, 
     if optimize:
         run_default_passes(ir_model)
     return ir_model
+
+
+def _shape_of(spec) -> tuple:
+    shape = getattr(spec, "shape", spec)
+    return tuple(None if isinstance(d, str) else d for d in shape)
+
+
+def _graph_of(model, signature, input_names):
+    """The graph to convert: the model's own, or its traced ``call()`` for subclassed models."""
+    if walker.has_graph(model):
+        return walker.functional_of(model)
+    names = list(signature) if isinstance(signature, dict) else input_names
+    specs = list(signature.values()) if isinstance(signature, dict) else signature
+    if specs is None:
+        specs = walker.built_input_shapes(model)
+        if specs is None:
+            raise InvalidInputError(
+                f"subclassed model '{model.name}' has no known input shapes: pass input_signature "
+                "(e.g. [(None, 128)]) or call the model once before converting")
+    dtypes = [str(getattr(s, "dtype", None) or "float32").replace("tf.", "") for s in specs]
+    try:
+        return trace_model(model, [_shape_of(s) for s in specs], dtypes, names)
+    except TraceFailure as failure:
+        raise UnsupportedError([failure.item]) from None
 
 
 def _dedupe(names: list[str]) -> list[str]:

@@ -14,6 +14,8 @@ import onnx_ir as ir
 from . import layout as L
 from .dtypes import to_numpy_dtype, to_onnx_dtype
 from .errors import UnsupportedError, UnsupportedItem
+from . import walker
+from .tracing import Tracer
 from .walker import variable_path
 
 _SMALL_CONST = 16
@@ -40,6 +42,8 @@ class ConversionContext:
         self._values: dict[int, Tensor] = {}
         self._transposed: dict[tuple[int, L.Perm], ir.Value] = {}
         self._small_consts: dict[tuple, ir.Value] = {}
+        self._constants: dict[int, tuple] = {}
+        self.tracer = Tracer()
         # Per-node state, set by the converter driver before calling a converter.
         self.scope = ""
         self.operation: Any = None
@@ -120,6 +124,18 @@ class ConversionContext:
                          type=ir.TensorType(to_onnx_dtype(arr.dtype)), shape=ir.Shape(arr.shape))
         self.graph.register_initializer(value)
         return value
+
+    def constant(self, array) -> ir.Value:
+        """An initializer for a Keras variable (named after its path, in its own dtype, one per
+        variable) or for a concrete backend array met as a call argument."""
+        key = id(array)
+        if key not in self._constants:
+            if walker.is_variable(array):
+                value = self.weight(array, dtype=array.dtype)
+            else:
+                value = self.const(self.numpy(array), name="array")
+            self._constants[key] = (array, value)  # keep ``array`` alive so its id stays unique
+        return self._constants[key][1]
 
     def channel_const(self, vector, keras_axis: int = -1, rank: int | None = None, dtype=None,
                       name: str = "const") -> ir.Value:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import keras
 
 from . import layout as L
@@ -9,22 +11,32 @@ from . import walker
 from .context import ConversionContext, Tensor
 from .dtypes import to_onnx_dtype
 from .errors import ConversionError, UnsupportedError, UnsupportedItem
+from .tracing import TraceFailure, Tracer
 from .registry import ConverterSpec
 
 
-def find_unsupported(functional, registry, opset: int) -> list[UnsupportedItem]:
-    """Every layer/op of ``functional`` (nested models included) that cannot be converted."""
+def find_unsupported(functional, registry, opset: int, tracer: Tracer, prefix: str = "") -> list[UnsupportedItem]:
+    """Every layer/op of ``functional`` (nested models and traced layers included) that cannot be
+    converted, named by its path (``block_1/attention``)."""
     items: list[UnsupportedItem] = []
     for node in walker.nodes(functional):
         op = node.operation
-        if walker.is_model(op):
-            items.extend(find_unsupported(walker.functional_of(op), registry, opset))
+        path = prefix + op.name
+        if walker.is_model(op) and walker.has_graph(op):
+            items.extend(find_unsupported(walker.functional_of(op), registry, opset, tracer, path + "/"))
             continue
         spec = registry.lookup(type(op))
-        if spec is None:
-            items.append(UnsupportedItem(op.name, type(op).__name__))
+        if spec is None and walker.is_layer(op):
+            try:
+                traced = tracer.trace(node)
+            except TraceFailure as failure:
+                items.append(replace(failure.item, layer_name=path))
+                continue
+            items.extend(find_unsupported(traced, registry, opset, tracer, path + "/"))
+        elif spec is None:
+            items.append(UnsupportedItem(path, type(op).__name__))
         elif spec.min_opset > opset:
-            items.append(UnsupportedItem(op.name, type(op).__name__, f"needs opset >= {spec.min_opset}"))
+            items.append(UnsupportedItem(path, type(op).__name__, f"needs opset >= {spec.min_opset}"))
     return items
 
 
@@ -34,15 +46,24 @@ def convert_graph(ctx: ConversionContext, functional, inputs: list[Tensor], pref
         ctx.bind(kt, tensor)
     for node in walker.nodes(functional):
         op = node.operation
-        if walker.is_model(op):
-            inner = walker.functional_of(op)
-            outs = convert_graph(ctx, inner, [ctx.lookup(t) for t in node.input_tensors],
-                                 prefix=f"{prefix}{op.name}/")
-            for kt, tensor in zip(node.outputs, outs):
-                ctx.bind(kt, tensor)
+        spec = ctx.registry.lookup(type(op))
+        if spec is not None and not (walker.is_model(op) and walker.has_graph(op)):
+            _convert_node(ctx, node, spec, prefix)
             continue
-        _convert_node(ctx, node, ctx.registry.lookup(type(op)), prefix)
+        if walker.is_model(op) and walker.has_graph(op):
+            inner, inner_inputs = walker.functional_of(op), [ctx.lookup(t) for t in node.input_tensors]
+        else:  # a layer without converter: convert what its call() does
+            inner, inner_inputs = ctx.tracer.trace(node), [_autocast(ctx, op, t) for t in node.input_tensors]
+        outs = convert_graph(ctx, inner, inner_inputs, prefix=f"{prefix}{op.name}/")
+        for kt, tensor in zip(node.outputs, outs):
+            ctx.bind(kt, tensor)
     return [ctx.lookup(kt) for kt in walker.graph_outputs(functional)]
+
+
+def _autocast(ctx: ConversionContext, op, keras_tensor) -> Tensor:
+    stored = ctx.lookup(keras_tensor)
+    dtype = walker.autocast_dtype(op, keras_tensor)
+    return stored if dtype is None else Tensor(ctx.cast(stored.value, dtype), stored.perm)
 
 
 def _layer_perm(ctx: ConversionContext, op, spec: ConverterSpec, node) -> L.Perm:
@@ -74,7 +95,7 @@ def _convert_node(ctx: ConversionContext, node, spec: ConverterSpec, prefix: str
         cast_to = walker.autocast_dtype(op, kt)
         return value if cast_to is None else ctx.cast(value, cast_to)
 
-    args, ctx.kwargs = node.filled_arguments(fetch)
+    args, ctx.kwargs = node.filled_arguments(fetch, ctx.constant)
     flat_args = keras.tree.flatten(args)
     try:
         result = spec.fn(ctx, op, *flat_args)

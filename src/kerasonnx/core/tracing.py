@@ -63,3 +63,38 @@ def _accepts(fn, name: str) -> bool:
 def _short(exc: Exception) -> str:
     text = " ".join(str(exc).split())
     return f"{type(exc).__name__}: {text[:200]}"
+
+
+class Tracer:
+    """Traces each layer call once (the support check and the conversion share the result)."""
+
+    def __init__(self):
+        self._traces: dict[tuple, object] = {}
+
+    def trace(self, node):
+        key = (id(node.operation), tuple(id(t) for t in node.input_tensors))
+        if key not in self._traces:
+            try:
+                self._traces[key] = trace_node(node)
+            except TraceFailure as failure:
+                self._traces[key] = failure
+        result = self._traces[key]
+        if isinstance(result, TraceFailure):
+            raise result
+        return result
+
+
+def trace_model(model, shapes, dtypes=None, names=None):
+    """A ``keras.Function`` for a subclassed model's ``call`` on inputs of ``shapes``."""
+    dtypes = dtypes or ["float32"] * len(shapes)
+    names = names or [f"input_{i}" if len(shapes) > 1 else "input" for i in range(len(shapes))]
+    inputs = [keras.Input(batch_shape=tuple(s), dtype=d, name=n) for s, d, n in zip(shapes, dtypes, names)]
+    kwargs = {"training": False} if _accepts(model.call, "training") else {}
+    try:
+        with walker.autocast_scope(model):
+            outputs = model.call(inputs[0] if len(inputs) == 1 else inputs, **kwargs)
+    except Exception as exc:
+        reason = (_CONTROL_FLOW_HINT if isinstance(exc, TypeError) and "symbolic" in str(exc)
+                  else f"tracing call() failed: {_short(exc)}")
+        raise TraceFailure(UnsupportedItem(model.name, type(model).__name__, reason)) from exc
+    return keras.Function(inputs, keras.tree.flatten(outputs), name=model.name)

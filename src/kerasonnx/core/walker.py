@@ -22,15 +22,35 @@ class GraphNode:
     outputs: list
     _arguments: Any
 
-    def filled_arguments(self, lookup) -> tuple[tuple, dict]:
-        """Positional and keyword call arguments with Keras tensors replaced by ``lookup(tensor)``."""
-        args = keras.tree.map_structure(lambda x: _swap(x, lookup), self._arguments.args)
-        kwargs = keras.tree.map_structure(lambda x: _swap(x, lookup), self._arguments.kwargs)
+    def filled_arguments(self, lookup, constant=None) -> tuple[tuple, dict]:
+        """Positional and keyword call arguments with Keras tensors replaced by ``lookup(tensor)``
+        and, when ``constant`` is given, Keras variables and concrete backend arrays (values a
+        traced ``call()`` computed eagerly) replaced by ``constant(value)``."""
+        swap = lambda x: _swap(x, lookup, constant)  # noqa: E731
+        args = keras.tree.map_structure(swap, self._arguments.args)
+        kwargs = keras.tree.map_structure(swap, self._arguments.kwargs)
         return args, kwargs
 
 
-def _swap(x, lookup):
-    return lookup(x) if is_keras_tensor(x) else x
+def _swap(x, lookup, constant):
+    if is_keras_tensor(x):
+        return lookup(x)
+    if constant is not None and is_concrete_tensor(x):
+        return constant(x)
+    return x
+
+
+def is_variable(x) -> bool:
+    return isinstance(x, keras.Variable)
+
+
+def is_concrete_tensor(x) -> bool:
+    """A Keras variable or a backend array (not a symbolic tensor, not a Python scalar)."""
+    import numpy as np
+
+    if is_keras_tensor(x) or isinstance(x, (bool, int, float, str)) or x is None:
+        return False
+    return is_variable(x) or isinstance(x, np.ndarray) or keras.ops.is_tensor(x)
 
 
 def is_keras_tensor(x) -> bool:
@@ -43,6 +63,25 @@ def is_model(operation) -> bool:
 
 def is_layer(operation) -> bool:
     return isinstance(operation, keras.layers.Layer)
+
+
+def has_graph(model) -> bool:
+    """True for Functional and Sequential models (a graph to walk); False for subclassed ones."""
+    if isinstance(model, keras.Sequential):
+        return True
+    return hasattr(model, "_nodes_by_depth") and bool(getattr(model, "inputs", None))
+
+
+def built_input_shapes(model) -> list | None:
+    """Input shapes recorded when a subclassed model was built or called, if any."""
+    shapes = getattr(model, "_build_shapes_dict", None)
+    if not shapes:
+        return None
+    values = list(shapes.values())
+    if len(values) == 1 and isinstance(values[0], (list, tuple)) and values[0] and \
+            all(isinstance(s, (list, tuple)) for s in values[0]):
+        return [tuple(s) for s in values[0]]
+    return [tuple(v) for v in values]
 
 
 def functional_of(model):

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..core.errors import InvalidInputError, VerificationError
-from .inputs import make_inputs
+from .inputs import make_inputs, onnx_input_specs
 
 
 @dataclass
@@ -70,13 +70,11 @@ def verify(model, onnx_model, *, inputs=None, batch_sizes=(1, 3), rtol: float = 
         raise VerificationError(f"onnxruntime cannot load the model: {' '.join(str(exc).split())[:400]}") from exc
     names = [i.name for i in session.get_inputs()]
     out_names = [o.name for o in session.get_outputs()]
-    keras_inputs = list(keras.tree.flatten(model.inputs)) if getattr(model, "inputs", None) else None
     if inputs is not None:
         feeds = [_align(inputs, names)]
     else:
-        if keras_inputs is None:
-            raise InvalidInputError("model has no known inputs: pass inputs=[...] to verify()")
-        feeds = [make_inputs(keras_inputs, b, seed=seed + b, int_range=int_range) for b in batch_sizes]
+        specs = onnx_input_specs(session)
+        feeds = [make_inputs(specs, b, seed=seed + b, int_range=int_range) for b in batch_sizes]
 
     report = VerifyReport(rtol=rtol, atol=atol)
     for arrays in feeds:
