@@ -119,3 +119,13 @@ def test_picks_a_backend_when_tensorflow_is_missing(mlp_file, tmp_path):
                              str(tmp_path / "m.onnx"), "--verify"], capture_output=True, text=True,
                             env=env, timeout=300)
     assert result.returncode == 0, result.stderr
+
+
+def test_custom_objects_as_module_name(tmp_path):
+    model_file = tmp_path / "custom.keras"
+    with_custom_layers().save(model_file)
+    env = {"PYTHONPATH": str(MODELS_PY.parent)}
+    result = cli("convert", model_file, "-o", tmp_path / "c.onnx", "--custom-objects", "models", env=env)
+    assert result.returncode == 0, result.stderr
+    bad = cli("convert", model_file, "-o", tmp_path / "d.onnx", "--custom-objects", "no_such_module_xyz")
+    assert bad.returncode == 2 and "failed to import" in bad.stderr

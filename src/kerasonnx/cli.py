@@ -36,8 +36,8 @@ def _parser() -> argparse.ArgumentParser:
     conv.add_argument("--external-data", choices=["auto", "yes", "no"], default="auto",
                       help="store weights in a side file (auto: only above 2 GB)")
     conv.add_argument("--no-optimize", action="store_true", help="skip graph clean-up passes")
-    conv.add_argument("--custom-objects", metavar="FILE.py",
-                      help="Python file defining the model's custom layers (its code runs)")
+    conv.add_argument("--custom-objects", metavar="FILE.py|MODULE",
+                      help="Python file or module defining the model's custom layers (its code runs)")
     conv.add_argument("--unsafe", action="store_true",
                       help="allow loading Lambda layers (runs code from the file; trusted files only)")
     conv.add_argument("--debug", action="store_true", help="show tracebacks")
@@ -87,20 +87,26 @@ def _signature(specs: list[str]):
     return [parse_shape_spec(s) for s in specs]
 
 
-def _custom_objects(path: str) -> dict:
-    """Classes and functions defined in a user's Python file, by name."""
+def _custom_objects(source: str) -> dict:
+    """Classes and functions defined by a user's Python file or importable module, by name."""
+    import importlib
     import importlib.util
 
     from .core.errors import InvalidInputError
 
-    spec = importlib.util.spec_from_file_location("kerasonnx_custom_objects", path)
-    if spec is None or not Path(path).is_file():
-        raise InvalidInputError(f"--custom-objects: {path} is not a Python file")
-    module = importlib.util.module_from_spec(spec)
     try:
-        spec.loader.exec_module(module)
+        if source.endswith(".py") or Path(source).is_file():
+            if not Path(source).is_file():
+                raise InvalidInputError(f"--custom-objects: {source} does not exist")
+            spec = importlib.util.spec_from_file_location("kerasonnx_custom_objects", source)
+            module = importlib.util.module_from_spec(spec)
+            spec.loader.exec_module(module)
+        else:
+            module = importlib.import_module(source)
+    except InvalidInputError:
+        raise
     except Exception as exc:
-        raise InvalidInputError(f"--custom-objects: {path} failed to import: {type(exc).__name__}: {exc}") from exc
+        raise InvalidInputError(f"--custom-objects: {source} failed to import: {type(exc).__name__}: {exc}") from exc
     return {name: obj for name, obj in vars(module).items()
             if callable(obj) and getattr(obj, "__module__", None) == module.__name__}
 

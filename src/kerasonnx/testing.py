@@ -1,4 +1,5 @@
-"""Run a converter's declared test cases: build a model, convert, run onnxruntime, compare with Keras."""
+"""Public helpers to test converters the way kerasonnx tests its own: build the model a ``Case``
+describes, convert, run onnxruntime, compare with Keras."""
 
 from __future__ import annotations
 
@@ -23,9 +24,18 @@ def build_case_model(case: Case):
     return keras.Model(inputs, outputs, name=case.name)
 
 
-def run_case(case: Case, opset: int | None = None, batch_sizes=(1, 3)):
+def run_case(case: Case, opset: int | None = None, batch_sizes=(1, 3), converters=None):
+    """Build ``case``'s model, convert it (with your ``converters`` registry if given), check the
+    ONNX model and compare onnxruntime with Keras. Returns ``(onnx_model, VerifyReport)``.
+
+    This is how every built-in converter is tested; use it for your own::
+
+        for case in my_registry.cases():
+            _, report = run_case(case, converters=my_registry)
+            assert report.passed, report.summary()
+    """
     model = build_case_model(case)
-    onnx_model = convert(model, opset=opset)
+    onnx_model = convert(model, opset=opset, converters=converters)
     onnx.checker.check_model(onnx_model, full_check=True)
     report = verify(model, onnx_model, batch_sizes=batch_sizes, atol=case.atol, rtol=1e-3,
                     int_range=case.int_range)

@@ -16,6 +16,7 @@ from . import (  # noqa: E402,F401  (imported for their registrations)
     layers_preprocessing,
     layers_recurrent,
     layers_reshaping,
+    ops_control,
     ops_core,
     ops_image,
     ops_nn,

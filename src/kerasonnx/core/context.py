@@ -3,6 +3,7 @@ and offers the small helpers converters share (constants, weights, opset-depende
 
 from __future__ import annotations
 
+import contextlib
 import re
 from dataclasses import dataclass
 from typing import Any, Sequence
@@ -38,6 +39,7 @@ class ConversionContext:
         self.opset = opset
         self.registry = registry
         self.graph = ir.Graph([], [], nodes=[], opset_imports={"": opset}, name=_clean(graph_name))
+        self.main_graph = self.graph  # initializers always live here, also while in a subgraph
         self._names: set[str] = set()
         self._values: dict[int, Tensor] = {}
         self._transposed: dict[tuple[int, L.Perm], ir.Value] = {}
@@ -49,6 +51,7 @@ class ConversionContext:
         self.operation: Any = None
         self.in_tensors: list = []
         self.out_tensors: list = []
+        self.args: tuple = ()
         self.kwargs: dict = {}
         self.perm: L.Perm = ()
         self.out_perms: list[L.Perm] | None = None
@@ -71,8 +74,14 @@ class ConversionContext:
 
     # ---- node emission ------------------------------------------------------------------------
     def op(self, op_type: str, inputs: Sequence[ir.Value | None], attrs: dict | None = None, *,
-           outputs: int = 1, domain: str = "") -> ir.Value | tuple[ir.Value, ...]:
-        """Append one ONNX node; returns its output value (or a tuple when ``outputs > 1``)."""
+           outputs: int = 1, domain: str = "", domain_version: int = 1) -> ir.Value | tuple[ir.Value, ...]:
+        """Append one ONNX node; returns its output value (or a tuple when ``outputs > 1``).
+
+        A custom ``domain`` (an op you implement in onnxruntime, say) is recorded in the model's
+        opset imports with ``domain_version``.
+        """
+        if domain not in ("", "ai.onnx"):
+            self.main_graph.opset_imports.setdefault(domain, domain_version)
         attributes = ir.convenience.convert_attributes(
             {k: v for k, v in (attrs or {}).items() if v is not None}
         )
@@ -96,7 +105,7 @@ class ConversionContext:
             name = self._scoped(name)
         value = ir.Value(name=name, const_value=ir.tensor(_contiguous(arr), name=name),
                          type=ir.TensorType(to_onnx_dtype(arr.dtype)), shape=ir.Shape(arr.shape))
-        self.graph.register_initializer(value)
+        self.main_graph.register_initializer(value)
         if arr.size <= _SMALL_CONST:
             self._small_consts[key] = value
         return value
@@ -122,7 +131,7 @@ class ConversionContext:
         name = self.unique_name(variable_path(variable))
         value = ir.Value(name=name, const_value=ir.tensor(_contiguous(arr), name=name),
                          type=ir.TensorType(to_onnx_dtype(arr.dtype)), shape=ir.Shape(arr.shape))
-        self.graph.register_initializer(value)
+        self.main_graph.register_initializer(value)
         return value
 
     def constant(self, array) -> ir.Value:
@@ -191,6 +200,39 @@ class ConversionContext:
             # Going back to the original layout must not stack a second Transpose.
             self._transposed[(id(transposed), stored.perm)] = stored.value
         return self._transposed[key]
+
+    # ---- subgraphs (If / Loop bodies) --------------------------------------------------------
+    @contextlib.contextmanager
+    def subgraph(self, name: str, inputs: Sequence[ir.Value] = ()):
+        """Emit into a new graph (yielded) for an If branch or Loop body. Keras tensors converted
+        inside stay visible only inside; outer values can be used directly (ONNX scoping)."""
+        saved = (self.graph, dict(self._values), dict(self._transposed))
+        self.graph = ir.Graph(list(inputs), [], nodes=[], name=self.unique_name(name))
+        try:
+            yield self.graph
+        finally:
+            self.graph, self._values, self._transposed = saved
+
+    def emit_keras(self, keras_tensors) -> list[ir.Value]:
+        """Convert whatever Keras ops compute ``keras_tensors`` from already converted tensors
+        (the body of a ``keras.ops.cond`` branch or loop), returning their values in Keras layout."""
+        from .driver import convert_nodes
+
+        convert_nodes(self, walker.nodes_producing(keras_tensors, self.is_bound), prefix=self.scope + "/")
+        return [self.fetch(t, L.identity(len(t.shape))) for t in keras_tensors]
+
+    def is_bound(self, keras_tensor) -> bool:
+        return id(keras_tensor) in self._values
+
+    def graph_output(self, value: ir.Value, keras_tensor) -> ir.Value:
+        """``value`` as an output of the current (sub)graph, typed from ``keras_tensor``: values from
+        outside it, or used twice, get an Identity."""
+        if value.graph is not self.graph or value.is_graph_input() or value.is_graph_output():
+            value = self.op("Identity", [value])
+        value.dtype = to_onnx_dtype(keras_tensor.dtype)
+        value.shape = ir.Shape(list(keras_tensor.shape))
+        self.graph.outputs.append(value)
+        return value
 
     # ---- opset-aware helpers ------------------------------------------------------------------
     def reduce(self, op_type: str, x: ir.Value, axes: Sequence[int] | None, keepdims: bool) -> ir.Value:

@@ -44,7 +44,13 @@ def convert_graph(ctx: ConversionContext, functional, inputs: list[Tensor], pref
     """Convert ``functional`` given its input values; returns its output values."""
     for kt, tensor in zip(walker.graph_inputs(functional), inputs):
         ctx.bind(kt, tensor)
-    for node in walker.nodes(functional):
+    convert_nodes(ctx, walker.nodes(functional), prefix)
+    return [ctx.lookup(kt) for kt in walker.graph_outputs(functional)]
+
+
+def convert_nodes(ctx: ConversionContext, nodes, prefix: str = "") -> None:
+    """Convert ``nodes`` (topologically ordered) with converters, recursion or tracing."""
+    for node in nodes:
         op = node.operation
         spec = ctx.registry.lookup(type(op))
         if spec is not None and not (walker.is_model(op) and walker.has_graph(op)):
@@ -52,12 +58,17 @@ def convert_graph(ctx: ConversionContext, functional, inputs: list[Tensor], pref
             continue
         if walker.is_model(op) and walker.has_graph(op):
             inner, inner_inputs = walker.functional_of(op), [ctx.lookup(t) for t in node.input_tensors]
-        else:  # a layer without converter: convert what its call() does
-            inner, inner_inputs = ctx.tracer.trace(node), [_autocast(ctx, op, t) for t in node.input_tensors]
+        elif walker.is_layer(op):  # a layer without converter: convert what its call() does
+            try:
+                inner = ctx.tracer.trace(node)
+            except TraceFailure as failure:
+                raise UnsupportedError([replace(failure.item, layer_name=prefix + op.name)]) from None
+            inner_inputs = [_autocast(ctx, op, t) for t in node.input_tensors]
+        else:  # only reachable inside control-flow bodies, which the up-front check cannot see
+            raise UnsupportedError([UnsupportedItem(prefix + op.name, type(op).__name__)])
         outs = convert_graph(ctx, inner, inner_inputs, prefix=f"{prefix}{op.name}/")
         for kt, tensor in zip(node.outputs, outs):
             ctx.bind(kt, tensor)
-    return [ctx.lookup(kt) for kt in walker.graph_outputs(functional)]
 
 
 def _autocast(ctx: ConversionContext, op, keras_tensor) -> Tensor:
@@ -96,6 +107,7 @@ def _convert_node(ctx: ConversionContext, node, spec: ConverterSpec, prefix: str
         return value if cast_to is None else ctx.cast(value, cast_to)
 
     args, ctx.kwargs = node.filled_arguments(fetch, ctx.constant)
+    ctx.args = args
     flat_args = keras.tree.flatten(args)
     try:
         result = spec.fn(ctx, op, *flat_args)

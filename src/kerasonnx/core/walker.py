@@ -198,3 +198,30 @@ def autocast_scope(layer):
 
         return AutocastScope(compute)
     return contextlib.nullcontext()
+
+
+def nodes_producing(keras_tensors, is_bound) -> list[GraphNode]:
+    """The nodes computing ``keras_tensors`` from tensors for which ``is_bound`` is true, in
+    topological order (walks Keras' history links: for bodies of ``keras.ops`` control flow)."""
+    ordered: list[GraphNode] = []
+    seen: set[int] = set()
+
+    def visit(tensor):
+        if is_bound(tensor):
+            return
+        history = getattr(tensor, "_keras_history", None)
+        if history is None:
+            raise InvalidInputError(f"tensor {tensor.name} is not computed from the model's inputs")
+        node = history.operation._inbound_nodes[history.node_index]
+        if id(node) in seen:
+            return
+        seen.add(id(node))
+        for parent in node.input_tensors:
+            visit(parent)
+        if not node.is_input:
+            ordered.append(GraphNode(node.operation, list(node.input_tensors), list(node.outputs),
+                                     node.arguments))
+
+    for tensor in keras_tensors:
+        visit(tensor)
+    return ordered

@@ -1,0 +1,156 @@
+"""``keras.ops`` control flow: ``cond`` -> ONNX ``If``; ``while_loop`` / ``fori_loop`` -> ``Loop``.
+
+Keras records these as one node holding Python callables. The callables are traced on symbolic
+tensors (branches close over outer tensors; loop bodies get fresh symbolic loop variables) and what
+they compute is converted into the ONNX subgraph.
+"""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import onnx_ir as ir
+
+from ..core.dtypes import to_onnx_dtype
+from ..core.registry import Case
+from ..core.walker import is_keras_tensor, ops_classes
+from . import BUILTIN
+
+register = BUILTIN.register
+
+
+def _scalar_bool(ctx, value):
+    return ctx.op("Reshape", [ctx.cast(value, "bool"), ctx.int64s([])])
+
+
+def _branch(ctx, fn, name):
+    with ctx.subgraph(f"{ctx.scope}/{name}") as graph:
+        outputs = keras.tree.flatten(fn())
+        if not all(is_keras_tensor(t) for t in outputs):
+            raise ctx.unsupported(f"a {name} branch returns values that do not depend on the model's inputs")
+        for tensor, value in zip(outputs, ctx.emit_keras(outputs)):
+            ctx.graph_output(value, tensor)
+    return graph
+
+
+def _cond_model():
+    def build(x):
+        return keras.ops.cond(keras.ops.sum(x) > 0.0, lambda: x * 2.0, lambda: keras.ops.abs(x) - 1.0)
+    return build
+
+
+def _cond_with_weights():
+    dense = keras.layers.Dense(3)
+    return lambda x: keras.ops.cond(keras.ops.mean(x) > 0.0, lambda: dense(x), lambda: dense(-x) * 0.5)
+
+
+@register(*ops_classes("core", "Cond"), cases=[
+    Case("ops_cond_branches", _cond_model, ((4,),)),
+    Case("ops_cond_layer_in_branch", _cond_with_weights, ((5,),)),
+])
+def cond(ctx, op, pred, true_fn, false_fn):
+    then_graph = _branch(ctx, true_fn, "then")
+    else_graph = _branch(ctx, false_fn, "else")
+    count = len(ctx.out_tensors)
+    return ctx.op("If", [_scalar_bool(ctx, pred)], {"then_branch": then_graph, "else_branch": else_graph},
+                  outputs=count)
+
+
+def _loop_body(ctx, loop_vars, step):
+    """A Loop body graph: inputs (iteration, cond, *vars); ``step(iteration_value, fresh_vars)``
+    returns ``(cond_tensor_or_None, new_vars)`` as Keras tensors."""
+    iteration = ir.Value(name=ctx.unique_name(f"{ctx.scope}/iteration"), type=ir.TensorType(ir.DataType.INT64),
+                         shape=ir.Shape([]))
+    cond_in = ir.Value(name=ctx.unique_name(f"{ctx.scope}/cond_in"), type=ir.TensorType(ir.DataType.BOOL),
+                       shape=ir.Shape([]))
+    fresh = [keras.Input(batch_shape=tuple(v.shape), dtype=v.dtype) for v in loop_vars]
+    carried = [ir.Value(name=ctx.unique_name(f"{ctx.scope}/carried"), type=ir.TensorType(to_onnx_dtype(v.dtype)),
+                        shape=ir.Shape(list(v.shape))) for v in loop_vars]
+    with ctx.subgraph(f"{ctx.scope}/body", inputs=[iteration, cond_in, *carried]) as graph:
+        from ..core.context import Tensor
+        from ..core.layout import identity
+
+        for kt, value in zip(fresh, carried):
+            ctx.bind(kt, Tensor(value, identity(len(kt.shape))))
+        cond_out, new_vars = step(iteration, fresh)
+        if cond_out is None:
+            ctx.graph_output(ctx.op("Identity", [cond_in]), keras.KerasTensor((), "bool"))
+        else:
+            ctx.graph_output(_scalar_bool(ctx, ctx.emit_keras([cond_out])[0]), keras.KerasTensor((), "bool"))
+        for tensor, value in zip(new_vars, ctx.emit_keras(new_vars)):
+            ctx.graph_output(value, tensor)
+    return graph
+
+
+def _structure(ctx):
+    """The loop variables as the op's call received them (nested), and flattened."""
+    structure = ctx.args[0]
+    return structure, keras.tree.flatten(structure)
+
+
+def _loop_var_specs(ctx, flat_values):
+    return [keras.KerasTensor(tuple(t.shape), t.dtype) for t in ctx.out_tensors][: len(flat_values)]
+
+
+def _fori_model():
+    return lambda x: keras.ops.fori_loop(0, 3, lambda i, v: v * 0.5 + keras.ops.cast(i, "float32"), x)
+
+
+def _while_model():
+    def build(x):
+        def body(i, v):
+            return i + 1, keras.ops.tanh(v) + 0.25
+
+        return keras.ops.while_loop(lambda i, v: i < 4, body, (keras.ops.convert_to_tensor(0), x))[1]
+    return build
+
+
+@register(*ops_classes("core", "ForiLoop"), cases=[Case("ops_fori_loop", _fori_model, ((4,),))])
+def fori_loop(ctx, op, *flat):
+    structure, values = _structure(ctx)
+    specs = _loop_var_specs(ctx, values)
+    lower, upper = op.lower, op.upper
+    if not all(isinstance(b, (int, np.integer)) for b in (lower, upper)):
+        raise ctx.unsupported("fori_loop bounds must be Python integers")
+
+    def step(iteration, fresh):
+        index = keras.Input(batch_shape=(), dtype="int32")
+        from ..core.context import Tensor
+
+        shifted = ctx.op("Add", [ctx.cast(iteration, "int32"), ctx.const(np.int32(lower))])
+        ctx.bind(index, Tensor(shifted, ()))
+        result = op.body_fun(index, keras.tree.pack_sequence_as(structure, fresh))
+        return None, keras.tree.flatten(result)
+
+    body = _loop_body(ctx, specs, step)
+    trip = ctx.const(np.int64(max(upper - lower, 0)))
+    return ctx.op("Loop", [trip, ctx.const(np.bool_(True)), *values], {"body": body}, outputs=len(values))
+
+
+@register(*ops_classes("core", "WhileLoop"), cases=[Case("ops_while_loop", _while_model, ((4,),))])
+def while_loop(ctx, op, *flat):
+    structure, values = _structure(ctx)
+    specs = _loop_var_specs(ctx, values)
+
+    def unpack(tensors):
+        return keras.tree.pack_sequence_as(structure, tensors)
+
+    def call(fn, tensors):
+        packed = unpack(tensors)
+        return fn(*packed) if isinstance(packed, (list, tuple)) else fn(packed)
+
+    def step(iteration, fresh):
+        new_vars = keras.tree.flatten(call(op.body, fresh))
+        return call(op.cond, new_vars), new_vars
+
+    # The first test runs outside the loop, on the initial values.
+    initial = [keras.Input(batch_shape=tuple(s.shape), dtype=s.dtype) for s in specs]
+    from ..core.context import Tensor
+    from ..core.layout import identity
+
+    for kt, value in zip(initial, values):
+        ctx.bind(kt, Tensor(value, identity(len(kt.shape))))
+    first = _scalar_bool(ctx, ctx.emit_keras([call(op.cond, initial)])[0])
+    body = _loop_body(ctx, specs, step)
+    trip = ctx.const(np.int64(op.maximum_iterations)) if op.maximum_iterations is not None else None
+    return ctx.op("Loop", [trip, first, *values], {"body": body}, outputs=len(values))
