@@ -112,7 +112,7 @@ def reference_worker(model_name, workdir):
     """Build the model, save its weights, and the inputs and Keras outputs at every batch size."""
     import keras
 
-    from corpus import build_model, weights_bytes
+    from corpus import build_model, make_input, weights_bytes
 
     start = time.perf_counter()
     model = build_model(model_name)
@@ -122,7 +122,7 @@ def reference_worker(model_name, workdir):
     out_std = []
     for batch in BATCHES:
         rng = np.random.default_rng(batch)
-        inputs = [rng.standard_normal((batch, *t.shape[1:])).astype(t.dtype) for t in model.inputs]
+        inputs = [make_input(t, batch, rng) for t in model.inputs]
         outputs = model(inputs[0] if len(inputs) == 1 else inputs, training=False)
         outputs = [keras.ops.convert_to_numpy(o) for o in keras.tree.flatten(outputs)]
         arrays.update({f"in{batch}_{i}": a for i, a in enumerate(inputs)})

@@ -12,6 +12,7 @@ import os
 import sys
 import time
 import traceback
+import warnings
 from pathlib import Path
 
 EXIT_INTERNAL = 70
@@ -55,6 +56,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command != "convert":
         _parser().print_help()
         return 2
+    if not args.debug:  # warnings from Keras or model code would break the one-line output contract
+        warnings.filterwarnings("ignore")
     try:
         return _convert(args)
     except KeyboardInterrupt:

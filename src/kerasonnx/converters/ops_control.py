@@ -15,6 +15,7 @@ from ..core.dtypes import to_onnx_dtype
 from ..core.registry import Case
 from ..core.walker import is_keras_tensor, ops_classes
 from . import BUILTIN
+from .ops_core import in_layer
 
 register = BUILTIN.register
 
@@ -33,19 +34,21 @@ def _branch(ctx, fn, name):
     return graph
 
 
-def _cond_model():
-    def build(x):
-        return keras.ops.cond(keras.ops.sum(x) > 0.0, lambda: x * 2.0, lambda: keras.ops.abs(x) - 1.0)
-    return build
+def _cond_branches(x):
+    return keras.ops.cond(keras.ops.sum(x) > 0.0, lambda: x * 2.0, lambda: keras.ops.abs(x) - 1.0)
 
 
 def _cond_with_weights():
     dense = keras.layers.Dense(3)
-    return lambda x: keras.ops.cond(keras.ops.mean(x) > 0.0, lambda: dense(x), lambda: dense(-x) * 0.5)
+    return in_layer(lambda x: keras.ops.cond(keras.ops.mean(x) > 0.0, lambda: dense(x),
+                                             lambda: dense(-x) * 0.5))()
 
 
+# cond's branches close over call-time tensors, so the cases run it inside a layer's call(), as
+# real models do (a closure over a functional-API tensor only works symbolically in Keras).
 @register(*ops_classes("core", "Cond"), cases=[
-    Case("ops_cond_branches", _cond_model, ((4,),)),
+    Case("ops_cond_branches", in_layer(_cond_branches), ((4,),)),
+    Case("ops_cond_negative_inputs", in_layer(lambda x: _cond_branches(-keras.ops.abs(x))), ((4,),)),
     Case("ops_cond_layer_in_branch", _cond_with_weights, ((5,),)),
 ])
 def cond(ctx, op, pred, true_fn, false_fn):

@@ -20,6 +20,9 @@ from .tracing import Tracer
 from .walker import variable_path
 
 _SMALL_CONST = 16
+# Per-node attributes the driver sets before calling a converter.
+_NODE_STATE = ("scope", "operation", "in_tensors", "out_tensors", "args", "kwargs", "perm", "out_perms",
+               "input_masks")
 
 
 @dataclass
@@ -52,6 +55,7 @@ class ConversionContext:
         self.in_tensors: list = []
         self.out_tensors: list = []
         self.args: tuple = ()
+        self.input_masks: list = []  # per input tensor: the ONNX value of its Keras mask, or None
         self.kwargs: dict = {}
         self.perm: L.Perm = ()
         self.out_perms: list[L.Perm] | None = None
@@ -218,7 +222,12 @@ class ConversionContext:
         (the body of a ``keras.ops.cond`` branch or loop), returning their values in Keras layout."""
         from .driver import convert_nodes
 
-        convert_nodes(self, walker.nodes_producing(keras_tensors, self.is_bound), prefix=self.scope + "/")
+        state = {k: getattr(self, k) for k in _NODE_STATE}  # converting nested nodes resets them
+        try:
+            convert_nodes(self, walker.nodes_producing(keras_tensors, self.is_bound), prefix=self.scope + "/")
+        finally:
+            for k, v in state.items():
+                setattr(self, k, v)
         return [self.fetch(t, L.identity(len(t.shape))) for t in keras_tensors]
 
     def is_bound(self, keras_tensor) -> bool:

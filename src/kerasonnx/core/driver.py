@@ -71,6 +71,14 @@ def convert_nodes(ctx: ConversionContext, nodes, prefix: str = "") -> None:
             ctx.bind(kt, tensor)
 
 
+def _mask_value(ctx: ConversionContext, keras_tensor, scope: str):
+    mask = walker.keras_mask(keras_tensor)
+    if mask is None:
+        return None
+    ctx.scope = scope
+    return ctx.emit_keras([mask])[0]
+
+
 def _autocast(ctx: ConversionContext, op, keras_tensor) -> Tensor:
     stored = ctx.lookup(keras_tensor)
     dtype = walker.autocast_dtype(op, keras_tensor)
@@ -92,7 +100,11 @@ def _layer_perm(ctx: ConversionContext, op, spec: ConverterSpec, node) -> L.Perm
 
 def _convert_node(ctx: ConversionContext, node, spec: ConverterSpec, prefix: str) -> None:
     op = node.operation
+    # Masks Keras attached to the inputs (Embedding(mask_zero), Masking) that the graph does not
+    # carry as edges: converted first, so that the converter can read them from ctx.input_masks.
+    masks = [_mask_value(ctx, kt, prefix + op.name) for kt in node.input_tensors]
     perm = _layer_perm(ctx, op, spec, node)
+    ctx.input_masks = masks
     ctx.scope = prefix + op.name
     ctx.operation = op
     ctx.in_tensors = node.input_tensors

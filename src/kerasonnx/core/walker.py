@@ -225,3 +225,8 @@ def nodes_producing(keras_tensors, is_bound) -> list[GraphNode]:
     for tensor in keras_tensors:
         visit(tensor)
     return ordered
+
+
+def keras_mask(keras_tensor):
+    """The mask Keras attached to a symbolic tensor (``Embedding(mask_zero=True)``, ``Masking``)."""
+    return getattr(keras_tensor, "_keras_mask", None)
