@@ -119,6 +119,11 @@ MASKED_MODELS = {
                            return_state=True), 1),
     "loop_bidirectional": lambda: _masked_model(lambda: layers.Bidirectional(
         layers.SimpleRNN(3, activation="selu", return_sequences=True)), explicit_mask=True),
+    # a layer that casts its input gets the Embedding's mask at run time but the graph has no mask edge
+    "implicit_mask_float64_lstm": lambda: _masked_model(lambda: layers.LSTM(4, return_sequences=True,
+                                                                            dtype="float64")),
+    "implicit_mask_float64_bidirectional": lambda: _masked_model(lambda: layers.Bidirectional(
+        layers.GRU(3, return_sequences=True, return_state=True, dtype="float64"), dtype="float64")),
 }
 
 

@@ -45,7 +45,9 @@ def _hard_sigmoid(ctx, x):
 
 
 def _hard_silu(ctx, x):
-    return ctx.op("HardSwish", [x])
+    if ctx.opset >= 14:
+        return ctx.op("HardSwish", [x])
+    return ctx.op("Mul", [x, _hard_sigmoid(ctx, x)])
 
 
 def _relu6(ctx, x):

@@ -215,8 +215,8 @@ def _initial_states(ctx, rest) -> list | None:
 
 def _fetch_as(ctx, kt, perm):
     """Keras tensor ``kt`` stored with ``perm``, in the compute dtype (``ctx.out_dtype()``)."""
-    value = ctx.fetch(kt, tuple(perm))
-    return value if keras.backend.standardize_dtype(kt.dtype) == ctx.out_dtype() else ctx.cast(value, ctx.out_dtype())
+    value, dtype = ctx.fetch(kt, tuple(perm)), ctx.out_dtype()
+    return value if keras.backend.standardize_dtype(kt.dtype) == dtype else ctx.cast(value, dtype)
 
 
 def _float32_core(fn):
@@ -304,14 +304,27 @@ def _keras_rank(ctx, value) -> int | None:
     return None
 
 
-def _prepare_mask(ctx, lay: _Layout, mask) -> _Mask | None:
+def _call_mask(ctx):
+    """The mask Keras applies to this call, and its Keras rank: the ``mask=`` argument or else, as
+    ``Layer.__call__`` does when the call has a single tensor argument, the mask attached to the input
+    (which the graph does not always record as an edge, e.g. when the layer casts its input)."""
+    mask = ctx.kwargs.get("mask")
+    if isinstance(mask, ir.Value):
+        return mask, _keras_rank(ctx, mask) or 2
+    if mask is not None:
+        raise ctx.unsupported("a constant or nested mask is not supported; pass a Keras tensor")
+    implicit = getattr(ctx, "input_masks", None) or [None]
+    if len(ctx.in_tensors) == 1 and implicit[0] is not None:
+        return implicit[0], len(walker.keras_mask(ctx.in_tensors[0]).shape)
+    return None, 0
+
+
+def _prepare_mask(ctx, lay: _Layout) -> _Mask | None:
+    mask, rank = _call_mask(ctx)
     if mask is None:
         return None
-    if not isinstance(mask, ir.Value):
-        raise ctx.unsupported("a constant mask is not supported; pass a Keras tensor")
     if mask.dtype != ir.DataType.BOOL:
         mask = ctx.cast(mask, "bool")
-    rank = _keras_rank(ctx, mask) or 2
     if rank > 2:  # a step is kept when any of its trailing entries is
         flat = ctx.op("Reshape", [ctx.cast(mask, "int32"), ctx.int64s([0, 0, -1])])
         mask = ctx.cast(ctx.reduce("ReduceMax", flat, [2], keepdims=False), "bool")
@@ -396,17 +409,22 @@ def _activation_attrs(dirs: list[_Dir]) -> dict:
     return attrs
 
 
-def _native(ctx, lay, x, dirs, mask, need_seq) -> list[_Result]:
-    """One ONNX LSTM/GRU/RNN node for one pass, or both passes of a Bidirectional."""
-    d0 = dirs[0]
+def _stacked_weights(ctx, dirs):
+    """The op's W, R and B inputs (one slice per direction; B None when no pass has a bias)."""
     weights = [_onnx_weights(d) for d in dirs]
     dtype = ctx.out_dtype()
     w = ctx.const(np.stack([wt[0] for wt in weights]), dtype, name="W")
     r = ctx.const(np.stack([wt[1] for wt in weights]), dtype, name="R")
-    b = None
-    if any(wt[2] is not None for wt in weights):
-        size = 2 * weights[0][0].shape[0]
-        b = ctx.const(np.stack([wt[2] if wt[2] is not None else np.zeros(size) for wt in weights]), dtype, name="B")
+    if all(wt[2] is None for wt in weights):
+        return w, r, None
+    zeros = np.zeros(2 * weights[0][0].shape[0])
+    return w, r, ctx.const(np.stack([zeros if wt[2] is None else wt[2] for wt in weights]), dtype, name="B")
+
+
+def _native(ctx, lay, x, dirs, mask, need_seq) -> list[_Result]:
+    """One ONNX LSTM/GRU/RNN node for one pass, or both passes of a Bidirectional."""
+    d0 = dirs[0]
+    w, r, b = _stacked_weights(ctx, dirs)
     init = [None, None]
     if d0.states is not None:
         init[:d0.num_states] = [lay.stack_states(ctx, [d.states[i] for d in dirs]) for i in range(d0.num_states)]
@@ -450,21 +468,16 @@ def _native_result(ctx, lay, d: _Dir, y, finals, mask: _Mask | None) -> _Result:
 # ---------------------------------------------------------------------------------------------------
 
 @contextlib.contextmanager
-def _subgraph(ctx, inputs, perm=(0, 1)):
-    """Emit ``ctx.op`` nodes into a new graph (a Loop body); its constants move to the main graph,
-    where the body reads them as outer-scope values. ``perm``: how the body's tensors are stored
-    relative to Keras' (for activations that take an axis)."""
-    main, saved_perm = ctx.graph, ctx.perm
-    body = ir.Graph(inputs, [], nodes=[], name=ctx.unique_name(f"{ctx.scope}/loop_body"))
-    ctx.graph, ctx.perm = body, tuple(perm)
-    try:
-        yield body
-    finally:
-        ctx.graph, ctx.perm = main, saved_perm
-        for name in list(body.initializers):
-            value = body.initializers[name]
-            del body.initializers[name]
-            main.register_initializer(value)
+def _loop_body(ctx, inputs, perm):
+    """``ctx.subgraph`` for a Loop body whose tensors are stored with ``perm`` relative to Keras'
+    (for activations that take an axis, e.g. softmax)."""
+    saved = ctx.perm
+    with ctx.subgraph(f"{ctx.scope}/loop_body", inputs) as body:
+        ctx.perm = tuple(perm)
+        try:
+            yield body
+        finally:
+            ctx.perm = saved
 
 
 def _typed(value, dtype, shape):
@@ -560,7 +573,7 @@ def _time_loop(ctx, xw, time_axis, init, step_fn, spec: _LoopPass, keep=None, ce
     loop_inputs = [_typed(ir.Value(name=ctx.unique_name(f"{ctx.scope}/{n}")), t, s) for n, t, s in
                    [("i", ir.DataType.INT64, []), ("cond", ir.DataType.BOOL, [])]
                    + [(f"state{k}", dtype, spec.state_shape) for k in range(len(init))]]
-    with _subgraph(ctx, loop_inputs, cell_perm) as body:
+    with _loop_body(ctx, loop_inputs, cell_perm) as body:
         step, cond, *carried = loop_inputs
         t = ctx.op("Sub", [last_index, step]) if spec.backwards else step
         states = carried[:spec.num_states]
@@ -630,6 +643,11 @@ def _masked_by_embedding(make_layer, vocab=4):
     return lambda: (lambda t: make_layer()(layers.Embedding(vocab, 3, mask_zero=True)(t)))
 
 
+def _masked_with_states(make_layer, vocab=4):
+    return lambda: (lambda t, *states: make_layer()(layers.Embedding(vocab, 3, mask_zero=True)(t),
+                                                    initial_state=list(states), mask=_nonzero(t)))
+
+
 def _masked_by_masking(make_layer):
     # one feature through ReLU: about half of the steps are all-zero and get masked
     return lambda: (lambda x: make_layer()(layers.Masking(0.0)(layers.ReLU()(x))))
@@ -678,17 +696,15 @@ _RNN_CASES = [
                                                                                  unroll=True)), steps=7),
     _ids_case("rnn_lstm_masked_zero_output", _masked_by_embedding(lambda: layers.LSTM(
         4, return_sequences=True, zero_output_for_mask=True))),
-    _ids_case("rnn_lstm_masked_initial_state", lambda: (lambda t, h, c: layers.LSTM(
-        4, return_sequences=True, return_state=True)(layers.Embedding(4, 3, mask_zero=True)(t),
-                                                     initial_state=[h, c], mask=_nonzero(t))), extra_shapes=((4,), (4,))),
-    _ids_case("rnn_lstm_masked_initial_state_unroll", lambda: (lambda t, h, c: layers.LSTM(
-        4, return_sequences=True, unroll=True)(layers.Embedding(4, 3, mask_zero=True)(t), initial_state=[h, c], mask=_nonzero(t))),
-        steps=6, extra_shapes=((4,), (4,))),
+    _ids_case("rnn_lstm_masked_initial_state", _masked_with_states(lambda: layers.LSTM(
+        4, return_sequences=True, return_state=True)), extra_shapes=((4,), (4,))),
+    _ids_case("rnn_lstm_masked_initial_state_unroll", _masked_with_states(lambda: layers.LSTM(
+        4, return_sequences=True, unroll=True)), steps=6, extra_shapes=((4,), (4,))),
     _ids_case("rnn_lstm_masked_loop", _masked_by_embedding(lambda: layers.LSTM(
         4, activation="relu6", return_sequences=True, return_state=True))),
-    _ids_case("rnn_lstm_masked_loop_backwards_unroll", lambda: (lambda t, h, c: layers.LSTM(
-        4, activation="selu", return_sequences=True, go_backwards=True, unroll=True)(
-            layers.Embedding(4, 3, mask_zero=True)(t), initial_state=[h, c], mask=_nonzero(t))), steps=6, extra_shapes=((4,), (4,))),
+    _ids_case("rnn_lstm_masked_loop_backwards_unroll", _masked_with_states(lambda: layers.LSTM(
+        4, activation="selu", return_sequences=True, go_backwards=True, unroll=True)),
+        steps=6, extra_shapes=((4,), (4,))),
     # GRU
     _seq_case("rnn_gru", lambda: layers.GRU(4)),
     _seq_case("rnn_gru_reset_before", lambda: layers.GRU(4, reset_after=False, return_sequences=True)),
@@ -725,9 +741,8 @@ _RNN_CASES = [
     Case("rnn_simple_initial_state", _with_states(lambda: layers.SimpleRNN(4, return_sequences=True)),
          _state_shapes(1, 4)),
     _ids_case("rnn_simple_masked", _masked_by_embedding(lambda: layers.SimpleRNN(4, return_sequences=True))),
-    _ids_case("rnn_simple_masked_backwards_state", lambda: (lambda t, h: layers.SimpleRNN(
-        4, go_backwards=True, return_state=True)(layers.Embedding(4, 3, mask_zero=True)(t), initial_state=[h], mask=_nonzero(t))),
-        extra_shapes=((4,),)),
+    _ids_case("rnn_simple_masked_backwards_state", _masked_with_states(lambda: layers.SimpleRNN(
+        4, go_backwards=True, return_state=True)), extra_shapes=((4,),)),
     _seq_case("rnn_gru_feature_mask", lambda: (lambda x: layers.GRU(3, return_sequences=True)(
         x, mask=keras.ops.greater(x, 0.0)))),  # a (B, T, F) mask: a step counts when any entry is set
     _seq_case("rnn_simple_masking_layer", _masked_by_masking(lambda: layers.SimpleRNN(
@@ -775,7 +790,7 @@ _RNN_CASES += [
 def recurrent(ctx, op, x, *rest):
     lay = _Layout(ctx)
     d = _direction(ctx, op, _initial_states(ctx, rest))
-    mask = _prepare_mask(ctx, lay, ctx.kwargs.get("mask"))
+    mask = _prepare_mask(ctx, lay)
     [result] = _run(ctx, lay, lay.sequence(ctx), [d], mask, need_seq=op.return_sequences)
     if op.return_sequences:
         outputs = [_in_order(ctx, lay, result.seq, reverse=d.backwards)]
@@ -818,9 +833,9 @@ _BIDIRECTIONAL_CASES = [
         layers.LSTM(4, return_sequences=True)))),
     _ids_case("bidirectional_masked_last_state", _masked_by_embedding(lambda: layers.Bidirectional(
         layers.GRU(4, return_state=True), merge_mode="mul"))),
-    _ids_case("bidirectional_masked_initial_state", lambda: (lambda t, h1, h2: layers.Bidirectional(
-        layers.SimpleRNN(3, return_sequences=True, return_state=True), merge_mode=None)(
-            layers.Embedding(4, 3, mask_zero=True)(t), initial_state=[h1, h2], mask=_nonzero(t))), extra_shapes=((3,), (3,))),
+    _ids_case("bidirectional_masked_initial_state", _masked_with_states(lambda: layers.Bidirectional(
+        layers.SimpleRNN(3, return_sequences=True, return_state=True), merge_mode=None)),
+        extra_shapes=((3,), (3,))),
     _ids_case("bidirectional_masked_loop", _masked_by_embedding(lambda: layers.Bidirectional(
         layers.LSTM(3, activation="gelu", return_sequences=True)))),
     _ids_case("bidirectional_float64_masked", _masked_by_embedding(lambda: layers.Bidirectional(
@@ -840,7 +855,7 @@ def bidirectional(ctx, op, x, *rest):
     forward, backward = op.forward_layer, op.backward_layer
     dirs = [_direction(ctx, forward, states[:half] if states else None),
             _direction(ctx, backward, states[half:] if states else None)]
-    mask = _prepare_mask(ctx, lay, ctx.kwargs.get("mask"))
+    mask = _prepare_mask(ctx, lay)
     fwd, bwd = _run(ctx, lay, lay.sequence(ctx), dirs, mask, need_seq=op.return_sequences)
     if op.return_sequences:  # Keras flips the backward layer's output back to input time order
         y = _in_order(ctx, lay, fwd.seq, reverse=dirs[0].backwards)
@@ -903,12 +918,17 @@ def _unfold_time(ctx, y, x, keras_out_shape):
 
 @contextlib.contextmanager
 def _saved_node_state(ctx):
-    saved = (ctx.scope, ctx.operation, ctx.in_tensors, ctx.out_tensors, ctx.kwargs, ctx.perm, ctx.out_perms)
+    """Converting a wrapped layer resets the per-node state the driver set for this one."""
+    try:
+        from ..core.context import _NODE_STATE as names
+    except ImportError:  # older core
+        names = ("scope", "operation", "in_tensors", "out_tensors", "kwargs", "perm", "out_perms")
+    saved = {k: getattr(ctx, k) for k in names if hasattr(ctx, k)}
     try:
         yield
     finally:
-        (ctx.scope, ctx.operation, ctx.in_tensors, ctx.out_tensors, ctx.kwargs, ctx.perm,
-         ctx.out_perms) = saved
+        for k, v in saved.items():
+            setattr(ctx, k, v)
 
 
 def _convert_inner(ctx, inner, folded: Tensor, in_kt, out_kts) -> list[Tensor]:
@@ -954,7 +974,7 @@ def time_distributed(ctx, op, x, *rest):
     TimeDistributed Conv2D) and the outputs stay as the wrapped layer stores them, so a stack of
     TimeDistributed convolutions has no Transposes between its layers."""
     inner = op.layer
-    if ctx.kwargs.get("mask") is not None and getattr(inner, "_call_has_mask_arg", False):
+    if _call_mask(ctx)[0] is not None and getattr(inner, "_call_has_mask_arg", False):
         raise ctx.unsupported(f"a mask given to the wrapped layer '{inner.name}' ({type(inner).__name__})")
     kt = ctx.in_tensors[0]
     stored = ctx.lookup(kt)
@@ -1086,7 +1106,7 @@ def conv_lstm(ctx, op, x, *rest):
     after one batched Conv computes every step's input convolution."""
     _check_stateless(ctx, op)
     cell = op.cell
-    if ctx.kwargs.get("mask") is not None:
+    if _call_mask(ctx)[0] is not None:
         raise ctx.unsupported("a mask on ConvLSTM (Keras applies it to the state's trailing axes, not per "
                               "batch entry)")
     for fn in (cell.activation, cell.recurrent_activation):
@@ -1117,49 +1137,3 @@ def conv_lstm(ctx, op, x, *rest):
         perms += [state_perm] * 2
     ctx.out_perms = perms
     return tuple(outputs) if len(outputs) > 1 else outputs[0]
-
-
-# ---------------------------------------------------------------------------------------------------
-# keras.ops nodes that Embedding(mask_zero=True) and Masking add to a functional graph. Fallbacks:
-# ops_numpy.py, imported after this module, registers its own converters over these when it has them.
-# ---------------------------------------------------------------------------------------------------
-
-def _operand(ctx, v, dtype):
-    if not isinstance(v, ir.Value):
-        return ctx.const(np.asarray(v), dtype)
-    return v if v.dtype in (None, to_onnx_dtype(dtype)) else ctx.cast(v, dtype)
-
-
-def _register_mask_op(name, fn, cases):
-    cls = walker.ops_class("numpy", name)
-    if cls is not None and cls not in BUILTIN:
-        register(cls, cases=cases)(fn)
-
-
-def _not_equal(ctx, op, a, b):
-    dtypes = [t.dtype for t in ctx.in_tensors]
-    dtype = keras.backend.result_type(*dtypes) if dtypes else "float32"
-    return ctx.op("Not", [ctx.op("Equal", [_operand(ctx, a, dtype), _operand(ctx, b, dtype)])])
-
-
-def _any(ctx, op, x):
-    axis = op.axis
-    axes = None if axis is None else ([axis] if isinstance(axis, int) else list(axis))
-    if x.dtype != ir.DataType.BOOL:
-        x = ctx.cast(x, "bool")
-    return ctx.cast(ctx.reduce("ReduceMax", ctx.cast(x, "int32"), axes, keepdims=bool(op.keepdims)), "bool")
-
-
-_register_mask_op("NotEqual", _not_equal, [
-    Case("masking_ops_not_equal", lambda: (lambda x: keras.ops.not_equal(x, 1)), ((3, 4),), dtypes=("int32",),
-         int_range=(0, 3)),
-    Case("masking_ops_not_equal_float", lambda: (lambda x: keras.ops.not_equal(x, 0.0)), ((3, 4),)),
-    Case("masking_ops_not_equal_ints", lambda: (lambda a, b: keras.ops.not_equal(a, b)), ((5,), (5,)),
-         dtypes=("int32", "int64"), int_range=(0, 3)),
-])
-_register_mask_op("Any", _any, [
-    Case("masking_ops_any", lambda: (lambda x: keras.ops.any(keras.ops.not_equal(x, 0), axis=-1)), ((3, 4),),
-         dtypes=("int32",), int_range=(0, 2)),
-    Case("masking_ops_any_keepdims", lambda: (lambda x: keras.ops.any(x, axis=(1, 2), keepdims=True)),
-         ((3, 4),), dtypes=("int32",), int_range=(0, 2)),
-])

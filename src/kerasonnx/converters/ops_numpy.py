@@ -729,6 +729,32 @@ for _name, (_onnx, _logical) in {"BitwiseAnd": ("BitwiseAnd", "And"), "BitwiseOr
         _bitwise_converter(_onnx, _logical))
 
 
+_SAME_WIDTH_INT = {2: "int16", 4: "int32", 8: "int64"}
+
+
+@register("Nextafter", layout=ANY, min_opset=26, cases=[
+    case("nextafter", lambda a, b: ops.nextafter(a, b), ((3, 4), (3, 4)), min_opset=26, atol=0.0),
+    case("nextafter_zero_equal", lambda a: ops.nextafter(ops.round(a), ops.round(a * 2.0)), ((3, 4),),
+         min_opset=26, atol=0.0),
+])
+def nextafter(ctx, op, a, b):
+    """One ulp from ``a`` toward ``b``: step the float's bits as an integer (BitCast, opset 26)."""
+    dtype = ctx.out_dtype()
+    a, b = operand(ctx, a, dtype), operand(ctx, b, dtype)
+    bits_type = _SAME_WIDTH_INT[to_numpy_dtype(dtype).itemsize]
+    zero = c(ctx, 0, dtype)
+    up = ctx.op("Greater", [b, a])
+    step = ctx.op("Where", [ctx.op("Equal", [up, ctx.op("Greater", [a, zero])]), c(ctx, 1, bits_type),
+                            c(ctx, -1, bits_type)])
+    bits = ctx.op("BitCast", [a], {"to": to_onnx_dtype(bits_type)})
+    y = ctx.op("BitCast", [ctx.op("Add", [bits, step])], {"to": to_onnx_dtype(dtype)})
+    tiny = c(ctx, np.nextafter(np.zeros((), to_numpy_dtype(dtype)), 1), dtype)  # from zero: +-smallest subnormal
+    y = ctx.op("Where", [ctx.op("Equal", [a, zero]), ctx.op("Where", [up, tiny, ctx.op("Neg", [tiny])]), y])
+    y = ctx.op("Where", [ctx.op("Equal", [a, b]), b, y])
+    unordered = ctx.op("Or", [isnan(ctx, a), isnan(ctx, b)])
+    return ctx.op("Where", [unordered, ctx.op("Add", [a, b]), y])
+
+
 @register("Isclose", layout=ANY, cases=[
     case("isclose", lambda a, b: ops.isclose(a, a + b * 1e-3, rtol=1e-3, atol=1e-4), ((3, 4), (3, 4))),
     case("isclose_equal_nan", lambda a: ops.isclose(_specials(a), _specials(a), equal_nan=True), ((3, 4),)),
@@ -1940,6 +1966,50 @@ def cross(ctx, op, a, b):
                           ctx.op("Mul", [rotate(a, zxy), rotate(b, yzx)])])
 
 
+@register("Correlate", cases=[
+    case("correlate_valid", lambda a, v: ops.correlate(a[0], v[0]), ((6,), (3,))),
+    case("correlate_same", lambda a, v: ops.correlate(a[0], v[0], mode="same"), ((6,), (4,))),
+    case("correlate_full_swapped", lambda a, v: ops.correlate(a[0], v[0], mode="full"), ((3,), (5,))),
+])
+def correlate(ctx, op, a, v):
+    """np.correlate of two vectors as a 1-D Conv (which correlates) of the longer by the shorter."""
+    n, m = (s[0] for s in in_shapes(ctx, [a, v]))
+    if n is None or m is None:
+        raise ctx.unsupported("correlate of vectors of dynamic length")
+    dtype = ctx.out_dtype()
+    a, v = operand(ctx, a, dtype), operand(ctx, v, dtype)
+    swapped = m > n  # numpy correlates the other way round and reverses the result
+    if swapped:
+        a, v, n, m = v, a, m, n
+    mode = setting(op, "mode", default="valid")
+    left = {"valid": 0, "same": m // 2, "full": m - 1}[mode]
+    right = {"valid": 0, "same": m - m // 2 - 1, "full": m - 1}[mode]
+    y = ctx.op("Conv", [reshape(ctx, a, [1, 1, n]), reshape(ctx, v, [1, 1, m])], {"pads": [left, right]})
+    y = reshape(ctx, y, [-1])
+    return flip_axes(ctx, y, [0]) if swapped else y
+
+
+@register("Corrcoef", cases=[
+    case("corrcoef", lambda x: ops.corrcoef(ops.transpose(x)), ((3,),)),  # batch 1: one observation, NaN
+    # Keras' symbolic output shape is the input's: use square inputs.
+    case("corrcoef_rows", lambda x: ops.corrcoef(x[0]), ((4, 4),)),
+    case("corrcoef_vector", lambda x: ops.corrcoef(x[0, 0]) + x, ((4, 4),)),
+])
+def corrcoef(ctx, op, x):
+    """Pearson correlations of the rows of ``x``, clipped to [-1, 1] like numpy."""
+    dtype = ctx.out_dtype()
+    x = operand(ctx, x, dtype)
+    vector = len(ctx.in_shape()) == 1
+    if vector:
+        x = unsqueeze(ctx, x, [0])
+    centred = ctx.op("Sub", [x, reduce(ctx, "ReduceMean", x, [1], True)])
+    products = ctx.op("MatMul", [centred, ctx.op("Transpose", [centred], {"perm": [1, 0]})])
+    norms = ctx.op("Sqrt", [reduce(ctx, "ReduceSum", ctx.op("Mul", [centred, centred]), [1], True)])
+    scale = ctx.op("Mul", [norms, ctx.op("Transpose", [norms], {"perm": [1, 0]})])
+    y = ctx.op("Clip", [ctx.op("Div", [products, scale]), c(ctx, -1, dtype), c(ctx, 1, dtype)])
+    return reshape(ctx, y, []) if vector else y
+
+
 @register("Slogdet", cases=[
     # Keras' symbolic shape of the sign output is wrong ((), not the batch shape): combine both.
     case("slogdet", lambda x: ops.multiply(*ops.slogdet(ops.reshape(x, (-1, 3, 3)))), ((9,),)),
@@ -2127,7 +2197,7 @@ register("Percentile", cases=[
                                                     ("lower", "higher", "midpoint", "nearest")]), ((7,),)),
 ])(_quantile_converter(100))
 register("Nanmedian", cases=[
-    case("nanmedian", lambda x: ops.nanmedian(_specials(x) * 0.0 + x, axis=1), ((None, 4),)),
+    case("nanmedian", lambda x: ops.nanmedian(x, axis=1), ((None, 4),)),
     case("nanmedian_nans", lambda x: ops.nanmedian(ops.where(x > 0.5, float("nan"), x), axis=-1), ((3, 5),)),
     case("nanmedian_all_nan_rows", lambda x: ops.nanmedian(ops.where(x > -9.0, float("nan"), x), axis=1), ((4,),)),
     case("nanmedian_keepdims", lambda x: ops.nanmedian(ops.where(x > 0.5, float("nan"), x), axis=(1, 2),
@@ -2200,6 +2270,9 @@ def nonzero(ctx, op, x):
     case("bincount_rows_minlength", lambda x: ops.bincount(x, minlength=12), ((6,),), dtypes=("int32",)),
     case("bincount_weights", lambda x: ops.bincount(x[0], weights=np.array([0.5, 1, 2, 3, 4, 5.0])), ((6,),),
          dtypes=("int32",)),
+    case("bincount_rows_weights", lambda x: ops.bincount(ops.reshape(x[0], (2, 3)), minlength=10,
+                                                         weights=np.arange(6.0).reshape(2, 3)),
+         ((6,),), dtypes=("int32",)),
 ])
 def bincount(ctx, op, x):
     if setting(op, "sparse", default=False):
@@ -2215,8 +2288,47 @@ def bincount(ctx, op, x):
     dtype = ctx.out_dtype()
     counts = operand(ctx, cast_free(hits, "bool"), dtype)
     if weights is not None:
-        counts = ctx.op("Mul", [counts, c(ctx, np.reshape(np.asarray(weights), (-1, 1)), dtype)])
+        counts = ctx.op("Mul", [counts, c(ctx, np.asarray(weights)[..., None], dtype)])  # per element of x
     return reduce(ctx, "ReduceSum", counts, [-2], False)
+
+
+@register("Unique", cases=[
+    case("unique", lambda x: ops.unique(x[0]), ((6,),), dtypes=("int32",), int_range=(0, 4)),
+    case("unique_all_outputs", lambda x: ops.unique(x, return_index=True, return_inverse=True, return_counts=True),
+         ((6,),), dtypes=("int32",), int_range=(0, 5)),
+    case("unique_size_fill", lambda x: ops.unique(x[0], size=5, fill_value=-1, return_index=True, return_counts=True),
+         ((6,),), dtypes=("int32",), int_range=(0, 4)),
+    case("unique_size_truncates", lambda x: ops.unique(x, size=2), ((3,),)),
+])
+def unique(ctx, op, x):
+    if setting(op, "axis") is not None:
+        raise ctx.unsupported("unique along an axis")
+    compute = "float32" if is_float(keras_dtype(x)) else "int64"  # onnxruntime's Unique kernels
+    values, first, inverse, counts = ctx.op("Unique", [flat(ctx, operand(ctx, x, compute))], {"sorted": 1},
+                                            outputs=4)
+    size = setting(op, "size")
+    if size is not None:  # numpy backend: pad (values with fill_value, index with 1, counts 0) or truncate
+        fill = setting(op, "fill_value")
+        values = _to_length(ctx, cast_free(values, compute), int(size), 0 if fill is None else fill)
+        first = _to_length(ctx, cast_free(first, "int64"), int(size), 1)
+        counts = _to_length(ctx, cast_free(counts, "int64"), int(size), 0)
+    outputs = [values]
+    if setting(op, "return_index", default=False):
+        outputs.append(first)
+    if setting(op, "return_inverse", default=False):
+        outputs.append(reshape(ctx, inverse, shape_of(ctx, x)))
+    if setting(op, "return_counts", default=False):
+        outputs.append(counts)
+    dtypes = [compute] + ["int64"] * (len(outputs) - 1)
+    return [operand(ctx, cast_free(v, d), ctx.out_dtype(i)) for i, (v, d) in enumerate(zip(outputs, dtypes))]
+
+
+def _to_length(ctx, v, length, fill):
+    """A 1-D value padded with ``fill`` or truncated to ``length`` elements."""
+    missing = ctx.op("Max", [ctx.op("Sub", [ctx.int64s([length]), dim(ctx, v, 0)]), ctx.int64s([0])])
+    padded = ctx.op("Pad", [v, ctx.op("Concat", [ctx.int64s([0]), missing], {"axis": 0}),
+                            c(ctx, fill, keras_dtype(v))])
+    return slice_(ctx, like(padded, v), [0], [length], [0])
 
 
 @register("Size", cases=[case("size", lambda x: ops.size(x), ((None, 4),))])
