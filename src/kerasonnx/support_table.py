@@ -5,7 +5,10 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+import keras
+
 from .converters import BUILTIN
+from .core import walker
 
 HEADER = """# Supported layers and ops
 
@@ -20,12 +23,29 @@ convert → onnxruntime → compare with Keras at batch 1 and 3.
 """
 
 
+OP_MODULES = ("numpy", "nn", "math", "core", "image", "linalg")
+
+
+def coverage() -> str:
+    """Per ``keras.ops`` module: how many of its Operation classes have a converter, and which not."""
+    lines = ["## keras.ops coverage", "",
+             f"Operation classes of this Keras ({keras.__version__}) with a built-in converter. Ops without one "
+             "are reported by name in the `UnsupportedError`; register your own converter for them.", "",
+             "| module | covered | total | not covered |", "|---|---|---|---|"]
+    for module in OP_MODULES:
+        classes = walker.ops_catalog(module)
+        missing = sorted(c.__name__ for c in classes if c not in BUILTIN)
+        lines.append(f"| keras.ops.{module} | {len(classes) - len(missing)} | {len(classes)} | "
+                     f"{', '.join(missing) or '-'} |")
+    return "\n".join(lines) + "\n"
+
+
 def render() -> str:
     rows = []
     for spec in sorted(BUILTIN.specs(), key=lambda s: (_area(s), s.keras_class.__name__)):
         rows.append(f"| `{spec.keras_class.__name__}` | {_area(spec)} | {spec.min_opset} | "
                     f"{spec.layout.value} | {len(spec.cases)} |")
-    return HEADER + "\n".join(rows) + "\n"
+    return HEADER + "\n".join(rows) + "\n\n" + coverage()
 
 
 def _area(spec) -> str:

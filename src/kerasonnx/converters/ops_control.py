@@ -1,4 +1,5 @@
-"""``keras.ops`` control flow: ``cond`` -> ONNX ``If``; ``while_loop`` / ``fori_loop`` -> ``Loop``.
+"""``keras.ops`` control flow: ``cond`` -> ONNX ``If``; ``while_loop`` / ``fori_loop`` -> ``Loop``;
+``scan`` -> ``Scan``.
 
 Keras records these as one node holding Python callables. The callables are traced on symbolic
 tensors (branches close over outer tensors; loop bodies get fresh symbolic loop variables) and what
@@ -66,15 +67,9 @@ def _loop_body(ctx, loop_vars, step):
                          shape=ir.Shape([]))
     cond_in = ir.Value(name=ctx.unique_name(f"{ctx.scope}/cond_in"), type=ir.TensorType(ir.DataType.BOOL),
                        shape=ir.Shape([]))
-    fresh = [keras.Input(batch_shape=tuple(v.shape), dtype=v.dtype) for v in loop_vars]
-    carried = [ir.Value(name=ctx.unique_name(f"{ctx.scope}/carried"), type=ir.TensorType(to_onnx_dtype(v.dtype)),
-                        shape=ir.Shape(list(v.shape))) for v in loop_vars]
+    carried = [_typed(ctx, "carried", v.dtype, v.shape) for v in loop_vars]
     with ctx.subgraph(f"{ctx.scope}/body", inputs=[iteration, cond_in, *carried]) as graph:
-        from ..core.context import Tensor
-        from ..core.layout import identity
-
-        for kt, value in zip(fresh, carried):
-            ctx.bind(kt, Tensor(value, identity(len(kt.shape))))
+        fresh = _bound_inputs(ctx, carried, [tuple(v.shape) for v in loop_vars], [v.dtype for v in loop_vars])
         cond_out, new_vars = step(iteration, fresh)
         if cond_out is None:
             ctx.graph_output(ctx.op("Identity", [cond_in]), keras.KerasTensor((), "bool"))
@@ -117,11 +112,8 @@ def fori_loop(ctx, op, *flat):
         raise ctx.unsupported("fori_loop bounds must be Python integers")
 
     def step(iteration, fresh):
-        index = keras.Input(batch_shape=(), dtype="int32")
-        from ..core.context import Tensor
-
         shifted = ctx.op("Add", [ctx.cast(iteration, "int32"), ctx.const(np.int32(lower))])
-        ctx.bind(index, Tensor(shifted, ()))
+        index = _bound_inputs(ctx, [shifted], [()], ["int32"])[0]
         result = op.body_fun(index, keras.tree.pack_sequence_as(structure, fresh))
         return None, keras.tree.flatten(result)
 
@@ -147,13 +139,76 @@ def while_loop(ctx, op, *flat):
         return call(op.cond, new_vars), new_vars
 
     # The first test runs outside the loop, on the initial values.
-    initial = [keras.Input(batch_shape=tuple(s.shape), dtype=s.dtype) for s in specs]
-    from ..core.context import Tensor
-    from ..core.layout import identity
-
-    for kt, value in zip(initial, values):
-        ctx.bind(kt, Tensor(value, identity(len(kt.shape))))
+    initial = _bound_inputs(ctx, values, [tuple(s.shape) for s in specs], [s.dtype for s in specs])
     first = _scalar_bool(ctx, ctx.emit_keras([call(op.cond, initial)])[0])
     body = _loop_body(ctx, specs, step)
     trip = ctx.const(np.int64(op.maximum_iterations)) if op.maximum_iterations is not None else None
     return ctx.op("Loop", [trip, first, *values], {"body": body}, outputs=len(values))
+
+
+def _scan_model(x):
+    """Running sum and product over the leading axis (time-major data inside a layer)."""
+    def step(carry, xi):
+        total, prod = carry
+        return (total + xi, prod * keras.ops.tanh(xi)), total * 0.5 + xi
+    time_major = keras.ops.transpose(x, (1, 0, 2))
+    init = (keras.ops.zeros_like(time_major[0]), keras.ops.ones_like(time_major[0]))
+    (total, prod), ys = keras.ops.scan(step, init, time_major)
+    return keras.ops.transpose(ys, (1, 0, 2)) + total[:, None, :] + prod[:, None, :]
+
+
+def _scan_reverse_model(x):
+    time_major = keras.ops.transpose(x, (1, 0, 2))
+    last, ys = keras.ops.scan(lambda c, xi: (c * 0.9 + xi, c - xi), keras.ops.zeros_like(time_major[0]),
+                              time_major, reverse=True)
+    return keras.ops.transpose(ys, (1, 0, 2)) * last[:, None, :]
+
+
+@register(*ops_classes("core", "Scan"), cases=[
+    Case("ops_scan_carry_tuple", in_layer(_scan_model), ((None, 3),)),
+    Case("ops_scan_reverse", in_layer(_scan_reverse_model), ((5, 2),)),
+])
+def scan(ctx, op, *flat):
+    """ONNX ``Scan`` over the leading axis; ``reverse`` scans from the end and stores outputs in
+    input order, as Keras does."""
+    f, init = ctx.args[0], ctx.args[1]
+    xs = ctx.args[2] if len(ctx.args) > 2 else ctx.kwargs.get("xs")
+    if xs is None:
+        raise ctx.unsupported("scan without xs (only a length) has no ONNX Scan equivalent")
+    init_values, xs_values = keras.tree.flatten(init), keras.tree.flatten(xs)
+    xs_specs = ctx.in_tensors[len(ctx.in_tensors) - len(xs_values):]
+    carry_specs = ctx.out_tensors[: len(init_values)]
+    y_specs = ctx.out_tensors[len(init_values):]
+    carry_in = [_typed(ctx, "carry", s.dtype, s.shape) for s in carry_specs]
+    x_in = [_typed(ctx, "x", s.dtype, s.shape[1:]) for s in xs_specs]
+    with ctx.subgraph(f"{ctx.scope}/body", inputs=[*carry_in, *x_in]):
+        fresh_carry = _bound_inputs(ctx, carry_in, [tuple(s.shape) for s in carry_specs],
+                                    [s.dtype for s in carry_specs])
+        fresh_x = _bound_inputs(ctx, x_in, [tuple(s.shape[1:]) for s in xs_specs], [s.dtype for s in xs_specs])
+        new_carry, ys = f(keras.tree.pack_sequence_as(init, fresh_carry), keras.tree.pack_sequence_as(xs, fresh_x))
+        outputs = keras.tree.flatten(new_carry) + keras.tree.flatten(ys)
+        for tensor, value in zip(outputs, ctx.emit_keras(outputs)):
+            ctx.graph_output(value, tensor)
+        body = ctx.graph
+    direction = [1 if op.reverse else 0]
+    return ctx.op("Scan", [*init_values, *xs_values],
+                  {"body": body, "num_scan_inputs": len(xs_values),
+                   "scan_input_directions": direction * len(xs_values),
+                   "scan_output_directions": direction * len(y_specs)},
+                  outputs=len(carry_specs) + len(y_specs))
+
+
+def _typed(ctx, hint, dtype, shape):
+    return ir.Value(name=ctx.unique_name(f"{ctx.scope}/{hint}"), type=ir.TensorType(to_onnx_dtype(dtype)),
+                    shape=ir.Shape(list(shape)))
+
+
+def _bound_inputs(ctx, values, shapes, dtypes):
+    """Fresh symbolic Keras inputs bound to the subgraph's input ``values``."""
+    from ..core.context import Tensor
+    from ..core.layout import identity
+
+    fresh = [keras.Input(batch_shape=shape, dtype=dtype) for shape, dtype in zip(shapes, dtypes)]
+    for kt, value in zip(fresh, values):
+        ctx.bind(kt, Tensor(value, identity(len(kt.shape))))
+    return fresh

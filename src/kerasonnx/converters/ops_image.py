@@ -18,7 +18,7 @@ import numpy as np
 
 from ..core.dtypes import to_numpy_dtype
 from ..core.layout import Layout
-from ..core.registry import Case
+from ..core.registry import Case, lazy_op
 from .layers_conv import channels_to_front, window_attrs
 from .layers_preprocessing import JAX_RESIZE, resizing
 from .layers_reshaping import keras_spatial_shape, pad_spatial
@@ -48,7 +48,7 @@ def _float_compute(ctx, x):
 
 # ---- resize ------------------------------------------------------------------------------------
 def _resize_cases():
-    resize = keras.ops.image.resize
+    resize = lazy_op(keras.ops.image, "resize")
     specs = [  # (name, kwargs, input shape, backends)
         ("bilinear_down", dict(size=(5, 4)), (8, 6, 2), None),
         ("bilinear_up", dict(size=(11, 9)), (4, 3, 2), None),
@@ -177,12 +177,12 @@ _GRAY_WEIGHTS = (0.2989, 0.5870, 0.1140)  # Keras' (and tf.image's) luma weights
 
 
 @_register("RGBToGrayscale", cases=[
-    _case("rgb_to_grayscale", keras.ops.image.rgb_to_grayscale, (4, 5, 3)),
+    _case("rgb_to_grayscale", lazy_op(keras.ops.image, "rgb_to_grayscale"), (4, 5, 3)),
     _case("rgb_to_grayscale_channels_first",
           lambda x: keras.ops.image.rgb_to_grayscale(x, data_format="channels_first"), (3, 4, 5)),
-    _case("rgb_to_grayscale_uint8", keras.ops.image.rgb_to_grayscale, (4, 5, 3), dtypes=("uint8",),
+    _case("rgb_to_grayscale_uint8", lazy_op(keras.ops.image, "rgb_to_grayscale"), (4, 5, 3), dtypes=("uint8",),
           int_range=(0, 256)),
-    _case("rgb_to_grayscale_single_channel", keras.ops.image.rgb_to_grayscale, (4, 5, 1)),
+    _case("rgb_to_grayscale_single_channel", lazy_op(keras.ops.image, "rgb_to_grayscale"), (4, 5, 1)),
 ])
 def rgb_to_grayscale(ctx, op, x):
     _require_batch(ctx)
@@ -212,7 +212,7 @@ def _hue(ctx, r, g, b, value, norm):
 
 @_register("RGBToHSV", cases=[
     _case("rgb_to_hsv", lambda x: keras.ops.image.rgb_to_hsv(keras.ops.relu(x)), (4, 5, 3)),
-    _case("rgb_to_hsv_signed", keras.ops.image.rgb_to_hsv, (4, 5, 3)),
+    _case("rgb_to_hsv_signed", lazy_op(keras.ops.image, "rgb_to_hsv"), (4, 5, 3)),
     _case("rgb_to_hsv_channels_first",
           lambda x: keras.ops.image.rgb_to_hsv(keras.ops.sigmoid(x), data_format="channels_first"), (3, 4, 5)),
 ])
@@ -280,7 +280,7 @@ def _static_channels(ctx, op):
 
 
 @_register("GaussianBlur", cases=[
-    _case("gaussian_blur", keras.ops.image.gaussian_blur, (7, 6, 3)),
+    _case("gaussian_blur", lazy_op(keras.ops.image, "gaussian_blur"), (7, 6, 3)),
     _case("gaussian_blur_uneven", lambda x: keras.ops.image.gaussian_blur(x, (5, 2), (1.5, 0.7)), (7, 6, 2)),
     _case("gaussian_blur_channels_first",
           lambda x: keras.ops.image.gaussian_blur(x, (3, 5), data_format="channels_first"), (2, 7, 6)),
@@ -308,7 +308,7 @@ _SOBEL_Y = np.array([[-1.0, -2.0, -1.0], [0.0, 0.0, 0.0], [1.0, 2.0, 1.0]])
 
 
 @_register("SobelEdges", cases=[
-    _case("sobel_edges", keras.ops.image.sobel_edges, (6, 5, 2), backends=("numpy",)),
+    _case("sobel_edges", lambda x: keras.ops.image.sobel_edges(x), (6, 5, 2), backends=("numpy",)),
     _case("sobel_edges_channels_first", lambda x: keras.ops.image.sobel_edges(x, data_format="channels_first"),
           (2, 6, 5), backends=("numpy",)),
 ])

@@ -18,7 +18,7 @@ import numpy as np
 
 from ..core.dtypes import to_numpy_dtype
 from ..core.layout import Layout
-from ..core.registry import Case
+from ..core.registry import Case, lazy_op
 from . import activations as act
 from .layers_activation import elu as elu_layer
 from .layers_activation import leaky_relu as leaky_relu_layer
@@ -60,7 +60,7 @@ def _activation_converter(name):
 
 
 def _activation_cases(name):
-    fn = getattr(keras.ops, name)
+    fn = lazy_op(keras.ops, name)
     return [_unary_case(name, lambda x: fn(scaled(x, 3.0))),
             Case(f"ops_nn_{name}_cf", _after_conv(fn), _IMAGE)]
 
@@ -132,7 +132,7 @@ def threshold(ctx, op, x):
     _unary_case("glu", lambda x: keras.ops.glu(x), shape=(3, 6)),
     _unary_case("glu_axis1", lambda x: keras.ops.glu(x, axis=1), shape=(4, 3)),
     _unary_case("glu_dynamic", lambda x: keras.ops.glu(x, axis=1), shape=(None, 3)),
-    Case("ops_nn_glu_cf", _after_conv(keras.ops.glu), _IMAGE),
+    Case("ops_nn_glu_cf", _after_conv(lazy_op(keras.ops, "glu")), _IMAGE),
 ])
 def glu(ctx, op, x):
     axis = ctx.axis(op.axis)
@@ -161,7 +161,7 @@ _SOFTMAX_CASES = [
 
 
 def _softmax_cases(name):
-    fn = getattr(keras.ops, name)
+    fn = lazy_op(keras.ops, name)
     cases = [Case(f"ops_nn_{name}{suffix}", (lambda kw=kw: (lambda x: fn(x, **kw))), (shape,))
              for suffix, kw, shape in _SOFTMAX_CASES]
     return cases + [Case(f"ops_nn_{name}_cf", _after_conv(lambda y: fn(y, axis=1)), _IMAGE),
@@ -434,7 +434,7 @@ def _pool_attrs(ctx, op) -> dict:
 
 
 def _pool_cases(name):
-    fn = getattr(keras.ops, name)
+    fn = lazy_op(keras.ops, name)
     return [
         Case(f"ops_nn_{name}2d", lambda: (lambda x: fn(x, 2, 2)), ((7, 6, 3),)),
         Case(f"ops_nn_{name}2d_same_stride1", lambda: (lambda x: fn(x, 3, 1, "same")), ((7, 6, 3),)),
@@ -485,7 +485,7 @@ def _adaptive_pool(ctx, op, op_type, x):
 
 
 def _adaptive_cases(name):
-    fn = getattr(keras.ops, name)
+    fn = lazy_op(keras.ops, name)
     return [
         # channels_first only: Keras 3.15 infers a wrong output shape for channels_last inputs.
         Case(f"ops_nn_{name}2d", lambda: (lambda x: fn(x, (3, 4), "channels_first")), ((2, 7, 9),)),
@@ -650,7 +650,7 @@ def normalize(ctx, op, x):
 
 def _rms_cases():
     scale = lambda: np.random.default_rng(2).uniform(0.5, 1.5, 6).astype("float32")  # noqa: E731
-    rms = keras.ops.rms_normalization
+    rms = lazy_op(keras.ops, "rms_normalization")
     return [
         _unary_case("rms_normalization", lambda x: rms(x, scale()), shape=(3, 6)),
         _unary_case("rms_normalization_opset13", lambda x: rms(x, scale()), shape=(3, 6), min_opset=13),
@@ -692,7 +692,7 @@ def _ln_param_shape(ctx, p, axes, rank):
 def _ln_cases():
     rng = np.random.default_rng(3)
     gamma, beta = rng.uniform(0.5, 1.5, 12).astype("float32"), rng.normal(size=12).astype("float32")
-    ln = keras.ops.layer_normalization
+    ln = lazy_op(keras.ops, "layer_normalization")
     return [
         _unary_case("layer_normalization", lambda x: ln(x, gamma[:6], beta[:6]), shape=(3, 6)),
         _unary_case("layer_normalization_opset13", lambda x: ln(x, gamma[:6], beta[:6]), shape=(3, 6), min_opset=13),

@@ -60,9 +60,10 @@ class Registry:
         layout: Layout = Layout.KERAS,
         cases: Iterable[Case] = (),
     ) -> Callable[[Callable], Callable]:
-        """Decorator registering ``fn`` for each of ``keras_classes`` (exact class match)."""
-        if not keras_classes:
-            raise TypeError("register() needs at least one Keras class")
+        """Decorator registering ``fn`` for each of ``keras_classes`` (exact class match).
+
+        With no class (an op this Keras version lacks, from ``walker.ops_classes``) it does nothing.
+        """
 
         def decorator(fn: Callable) -> Callable:
             for cls in keras_classes:
@@ -102,3 +103,21 @@ class Registry:
 
     def __contains__(self, keras_class: type) -> bool:
         return self.lookup(keras_class) is not None
+
+
+class MissingOp(AttributeError):
+    """A test case uses a ``keras.ops`` function this Keras version does not have."""
+
+
+def lazy_op(namespace, name: str) -> Callable:
+    """``getattr(namespace, name)`` resolved when called, so that declaring test cases never fails
+    at import time on a Keras version without that op (the case is skipped instead)."""
+
+    def call(*args, **kwargs):
+        fn = getattr(namespace, name, None)
+        if fn is None:
+            raise MissingOp(f"{getattr(namespace, '__name__', namespace)}.{name} is not in this Keras version")
+        return fn(*args, **kwargs)
+
+    call.__name__ = name
+    return call

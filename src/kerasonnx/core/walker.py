@@ -230,3 +230,17 @@ def nodes_producing(keras_tensors, is_bound) -> list[GraphNode]:
 def keras_mask(keras_tensor):
     """The mask Keras attached to a symbolic tensor (``Embedding(mask_zero=True)``, ``Masking``)."""
     return getattr(keras_tensor, "_keras_mask", None)
+
+
+def ops_catalog(module: str) -> list:
+    """Every Operation class defined in ``keras.src.ops.<module>`` (for the coverage table)."""
+    import importlib
+    import inspect
+
+    try:
+        mod = importlib.import_module(f"keras.src.ops.{module}")
+    except ImportError:
+        return []
+    base = importlib.import_module("keras.src.ops.operation").Operation
+    return [cls for cls in vars(mod).values()
+            if inspect.isclass(cls) and issubclass(cls, base) and cls is not base and cls.__module__ == mod.__name__]
