@@ -30,7 +30,8 @@ import workers  # noqa: E402
 from subproc import run_isolated  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
-MODELS = ["SmallCNN", "MobileNetV2", "ResNet50", "EfficientNetB0", "DenseNet121", "ConvNeXtTiny"]
+MODELS = ["SmallCNN", "MobileNetV2", "ResNet50", "EfficientNetB0", "DenseNet121", "ConvNeXtTiny",
+          "LSTMText", "GRU", "BiLSTM", "TransformerEncoder", "CausalDecoder"]  # = corpus.BUILDERS
 CONVERTERS = list(workers.CONVERTERS)
 PACKAGES = ["keras", "onnx", "onnxruntime", "tensorflow", "tf2onnx", "kerasonnx", "onnx-ir", "numpy"]
 FULL = {"repeats": 3, "runs": 20, "warmup": 3}

@@ -96,12 +96,12 @@ def _prepare(converter, workdir):
 
 
 def _load_model(model_name, workdir):
-    from corpus import build_model
+    from corpus import build_model, make_input
 
     model = build_model(model_name)
     model.load_weights(Path(workdir) / f"{model_name}.weights.h5")
     # Call it once, as any model that has been used has been (Keras' export refuses never-called models).
-    zeros = [np.zeros((1, *t.shape[1:]), t.dtype) for t in model.inputs]
+    zeros = [np.zeros_like(make_input(t, 1, np.random.default_rng(0))) for t in model.inputs]
     model(zeros[0] if len(zeros) == 1 else zeros, training=False)
     return model
 

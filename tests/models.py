@@ -63,3 +63,20 @@ def with_untraceable_layers():
     h = layers.Dense(4, name="dense")(h)
     y = NumpyInside(name="numpy_inside")(h)
     return keras.Model(x, y)
+
+
+# Converters a user ships beside their layers: `--custom-objects models.py` picks this registry up.
+import kerasonnx  # noqa: E402
+
+registry = kerasonnx.Registry()
+
+
+@registry.register(PythonBranch)
+def _branch(ctx, op, x):
+    keep = ctx.op("Greater", [ctx.reduce("ReduceSum", x, None, keepdims=False), ctx.scalar(0.0)])
+    return ctx.op("Where", [keep, x, ctx.op("Neg", [x])])
+
+
+def with_python_branch():
+    x = keras.Input((6,), name="x")
+    return keras.Model(x, PythonBranch(name="branchy")(layers.Dense(6, name="dense")(x)))

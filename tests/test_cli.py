@@ -80,11 +80,14 @@ def test_unsupported_layers_fail_with_every_name_and_no_output(tmp_path):
     model_file = tmp_path / "custom.keras"
     with_untraceable_layers().save(model_file)
     out = tmp_path / "custom.onnx"
-    result = cli("convert", model_file, "-o", out, "--custom-objects", MODELS_PY, cwd=tmp_path)
+    layers_only = tmp_path / "layers_only.py"  # the classes, without models.py's converter registry
+    layers_only.write_text(f"import sys\nsys.path.insert(0, {str(MODELS_PY.parent)!r})\n"
+                           "from models import NumpyInside, PythonBranch\n")
+    result = cli("convert", model_file, "-o", out, "--custom-objects", layers_only, cwd=tmp_path)
     assert result.returncode == 4, result.stderr
     assert "'branchy' (PythonBranch" in result.stderr and "'numpy_inside' (NumpyInside" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
-    assert not out.exists() and list(tmp_path.iterdir()) == [model_file]
+    assert not out.exists() and sorted(tmp_path.iterdir()) == sorted([model_file, layers_only])
 
 
 def test_custom_layers_convert_with_custom_objects(tmp_path):
@@ -129,3 +132,13 @@ def test_custom_objects_as_module_name(tmp_path):
     assert result.returncode == 0, result.stderr
     bad = cli("convert", model_file, "-o", tmp_path / "d.onnx", "--custom-objects", "no_such_module_xyz")
     assert bad.returncode == 2 and "failed to import" in bad.stderr
+
+
+def test_custom_objects_module_registers_converters(tmp_path):
+    from models import with_python_branch
+
+    model_file = tmp_path / "branchy.keras"
+    with_python_branch().save(model_file)
+    result = cli("convert", model_file, "-o", tmp_path / "b.onnx", "--custom-objects", MODELS_PY, "--verify")
+    assert result.returncode == 0, result.stderr
+    assert "verified" in result.stdout

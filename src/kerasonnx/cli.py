@@ -38,7 +38,8 @@ def _parser() -> argparse.ArgumentParser:
                       help="store weights in a side file (auto: only above 2 GB)")
     conv.add_argument("--no-optimize", action="store_true", help="skip graph clean-up passes")
     conv.add_argument("--custom-objects", metavar="FILE.py|MODULE",
-                      help="Python file or module defining the model's custom layers (its code runs)")
+                      help="Python file or module defining the model's custom layers and, in any "
+                           "kerasonnx.Registry it holds, converters for them (its code runs)")
     conv.add_argument("--unsafe", action="store_true",
                       help="allow loading Lambda layers (runs code from the file; trusted files only)")
     conv.add_argument("--debug", action="store_true", help="show tracebacks")
@@ -91,7 +92,7 @@ def _signature(specs: list[str]):
 
 
 def _custom_objects(source: str) -> dict:
-    """Classes and functions defined by a user's Python file or importable module, by name."""
+    """The namespace of a user's Python file or importable module (its code runs)."""
     import importlib
     import importlib.util
 
@@ -110,8 +111,19 @@ def _custom_objects(source: str) -> dict:
         raise
     except Exception as exc:
         raise InvalidInputError(f"--custom-objects: {source} failed to import: {type(exc).__name__}: {exc}") from exc
-    return {name: obj for name, obj in vars(module).items()
-            if callable(obj) and getattr(obj, "__module__", None) == module.__name__}
+    return vars(module)
+
+
+def _objects_and_converters(namespace: dict):
+    """Custom classes/functions defined by the user's module, and its converter registries merged."""
+    from .core.registry import Registry
+
+    objects = {name: obj for name, obj in namespace.items() if callable(obj) and not name.startswith("_")}
+    registries = [obj for obj in namespace.values() if isinstance(obj, Registry)]
+    merged = None
+    for registry in registries:
+        merged = registry if merged is None else registry.chain(merged)
+    return objects, merged
 
 
 def _split(text: str | None):
@@ -131,9 +143,10 @@ def _convert(args) -> int:
     if not output.parent.is_dir():
         raise OutputWriteError(f"cannot write {output}: directory {output.parent} does not exist")
 
-    custom = _custom_objects(args.custom_objects) if args.custom_objects else None
+    custom, converters = (_objects_and_converters(_custom_objects(args.custom_objects))
+                          if args.custom_objects else (None, None))
     model = kerasonnx.load_model(args.model, custom_objects=custom, safe_mode=not args.unsafe)
-    onnx_model = kerasonnx.convert(model, opset=args.opset, input_signature=signature,
+    onnx_model = kerasonnx.convert(model, opset=args.opset, input_signature=signature, converters=converters,
                                    input_names=_split(args.input_names),
                                    output_names=_split(args.output_names),
                                    dynamic_batch=not args.static_batch, optimize=not args.no_optimize)
