@@ -142,6 +142,19 @@ def test_masked_models_match_keras(name, rows):
     onnx.checker.check_model(proto, full_check=True)
     report = kerasonnx.verify(model, proto, inputs=_inputs(model, rows))
     assert report.passed, report.summary()
+    longer = _inputs(model, rows)  # a second, longer sequence: the same padding pattern, twice as long
+    longer[0] = np.concatenate([longer[0], longer[0]], axis=1)
+    report = kerasonnx.verify(model, proto, inputs=longer)
+    assert report.passed, report.summary()
+
+
+def test_loop_fallback_is_reported(caplog):
+    x = keras.Input((None, 3))
+    model = keras.Model(x, layers.LSTM(4, activation="gelu")(x))
+    with caplog.at_level("WARNING", logger="kerasonnx"):
+        proto = kerasonnx.convert(model)
+    assert any("converted as an ONNX Loop" in r.getMessage() for r in caplog.records)
+    assert any(n.op_type == "Loop" for n in proto.graph.node)
 
 
 @pytest.mark.parametrize("padding", ["left", "right"])

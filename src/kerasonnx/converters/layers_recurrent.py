@@ -23,6 +23,8 @@ default, or batch-major ``(B, T, F)`` (``layout=1``, opset >= 14) when ``BATCH_M
 
 from __future__ import annotations
 
+import logging
+
 import contextlib
 import functools
 from dataclasses import dataclass
@@ -40,6 +42,8 @@ from ..core.context import Tensor
 from ..core.dtypes import to_onnx_dtype
 from ..core.registry import Case
 from . import BUILTIN
+
+logger = logging.getLogger(__name__)
 from .activations import ACTIVATIONS, activation_name, apply_activation
 
 register = BUILTIN.register
@@ -386,6 +390,8 @@ def _run(ctx, lay: _Layout, x, dirs: list[_Dir], mask: _Mask | None, need_seq: b
         if is_native:
             results.extend(_native(ctx, lay, compacted, [d], mask, need_seq))
         else:
+            logger.warning("%s: its activations have no native ONNX %s form; converted as an ONNX Loop "
+                           "over time steps (slower than the native op)", ctx.scope, d.kind)
             results.append(_looped(ctx, lay, x, d, mask))
     return results
 
