@@ -456,15 +456,15 @@ def _check_scores_shape(ctx, heads: _Heads, key) -> None:
 
 
 def _mha_heads(ctx, op) -> _Heads:
-    rank = len(op._query_dense.equation.split(",")[0])
-    value_rank = len(op._value_dense.equation.split(",")[0])
+    rank = len(op.query_dense.equation.split(",")[0])
+    value_rank = len(op.value_dense.equation.split(",")[0])
     if value_rank != rank:
         raise ctx.unsupported(f"query of rank {rank} with value of rank {value_rank}")
-    axes = tuple(int(a) for a in op._attention_axes)  # made non-negative by MHA.build
+    axes = tuple(int(a) for a in op.attention_axes)  # made non-negative by MHA.build
     if not axes or any(not 1 <= a <= rank - 2 for a in axes):
-        raise ctx.unsupported(f"attention_axes {op._attention_axes} on a rank-{rank} input")
-    return _Heads(op.num_heads, op.num_heads, op.key_dim, op.value_dim, op._query_dense, op._key_dense,
-                  op._value_dense, op._output_dense, getattr(op, "_gate_dense", None) if
+        raise ctx.unsupported(f"attention_axes {op.attention_axes} on a rank-{rank} input")
+    return _Heads(op.num_heads, op.num_heads, op.key_dim, op.value_dim, op.query_dense, op.key_dense,
+                  op.value_dense, op.output_dense, getattr(op, "_gate_dense", None) if
                   getattr(op, "_use_gate", False) else None, getattr(op, "_sliding_window", None),
                   _HeadLayout(rank, tuple(sorted(axes))), float(op.dropout))
 
