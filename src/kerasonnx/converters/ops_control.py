@@ -63,10 +63,7 @@ def cond(ctx, op, pred, true_fn, false_fn):
 def _loop_body(ctx, loop_vars, step):
     """A Loop body graph: inputs (iteration, cond, *vars); ``step(iteration_value, fresh_vars)``
     returns ``(cond_tensor_or_None, new_vars)`` as Keras tensors."""
-    iteration = ir.Value(name=ctx.unique_name(f"{ctx.scope}/iteration"), type=ir.TensorType(ir.DataType.INT64),
-                         shape=ir.Shape([]))
-    cond_in = ir.Value(name=ctx.unique_name(f"{ctx.scope}/cond_in"), type=ir.TensorType(ir.DataType.BOOL),
-                       shape=ir.Shape([]))
+    iteration, cond_in = _typed(ctx, "iteration", "int64", ()), _typed(ctx, "cond_in", "bool", ())
     carried = [_typed(ctx, "carried", v.dtype, v.shape) for v in loop_vars]
     with ctx.subgraph(f"{ctx.scope}/body", inputs=[iteration, cond_in, *carried]) as graph:
         fresh = _bound_inputs(ctx, carried, [tuple(v.shape) for v in loop_vars], [v.dtype for v in loop_vars])

@@ -22,7 +22,7 @@ def find_unsupported(functional, registry, opset: int, tracer: Tracer, prefix: s
     for node in walker.nodes(functional):
         op = node.operation
         path = prefix + op.name
-        if walker.is_model(op) and walker.has_graph(op):
+        if walker.is_nested_graph(op):
             items.extend(find_unsupported(walker.functional_of(op), registry, opset, tracer, path + "/"))
             continue
         spec = registry.lookup(type(op))
@@ -53,17 +53,18 @@ def convert_nodes(ctx: ConversionContext, nodes, prefix: str = "") -> None:
     for node in nodes:
         op = node.operation
         spec = ctx.registry.lookup(type(op))
-        if spec is not None and not (walker.is_model(op) and walker.has_graph(op)):
+        if walker.is_nested_graph(op):
+            inner, inner_inputs = walker.functional_of(op), [ctx.lookup(t) for t in node.input_tensors]
+        elif spec is not None:
             _convert_node(ctx, node, spec, prefix)
             continue
-        if walker.is_model(op) and walker.has_graph(op):
-            inner, inner_inputs = walker.functional_of(op), [ctx.lookup(t) for t in node.input_tensors]
         elif walker.is_layer(op):  # a layer without converter: convert what its call() does
             try:
                 inner = ctx.tracer.trace(node)
             except TraceFailure as failure:
                 raise UnsupportedError([replace(failure.item, layer_name=prefix + op.name)]) from None
-            inner_inputs = [_autocast(ctx, op, t) for t in node.input_tensors]
+            stored = [ctx.lookup(t) for t in node.input_tensors]
+            inner_inputs = [Tensor(_autocast(ctx, op, t, s.value), s.perm) for t, s in zip(node.input_tensors, stored)]
         else:  # only reachable inside control-flow bodies, which the up-front check cannot see
             raise UnsupportedError([UnsupportedItem(prefix + op.name, type(op).__name__)])
         outs = convert_graph(ctx, inner, inner_inputs, prefix=f"{prefix}{op.name}/")
@@ -79,10 +80,10 @@ def _mask_value(ctx: ConversionContext, keras_tensor, scope: str):
     return ctx.emit_keras([mask])[0]
 
 
-def _autocast(ctx: ConversionContext, op, keras_tensor) -> Tensor:
-    stored = ctx.lookup(keras_tensor)
+def _autocast(ctx: ConversionContext, op, keras_tensor, value):
+    """``value`` cast the way ``Layer.__call__`` casts this input (mixed precision), if it does."""
     dtype = walker.autocast_dtype(op, keras_tensor)
-    return stored if dtype is None else Tensor(ctx.cast(stored.value, dtype), stored.perm)
+    return value if dtype is None else ctx.cast(value, dtype)
 
 
 def _layer_perm(ctx: ConversionContext, op, spec: ConverterSpec, node) -> L.Perm:
@@ -114,9 +115,7 @@ def _convert_node(ctx: ConversionContext, node, spec: ConverterSpec, prefix: str
 
     def fetch(kt):
         rank = len(kt.shape)
-        value = ctx.fetch(kt, perm if len(perm) == rank else L.identity(rank))
-        cast_to = walker.autocast_dtype(op, kt)
-        return value if cast_to is None else ctx.cast(value, cast_to)
+        return _autocast(ctx, op, kt, ctx.fetch(kt, perm if len(perm) == rank else L.identity(rank)))
 
     args, ctx.kwargs = node.filled_arguments(fetch, ctx.constant)
     ctx.args = args

@@ -72,6 +72,11 @@ def has_graph(model) -> bool:
     return hasattr(model, "_nodes_by_depth") and bool(getattr(model, "inputs", None))
 
 
+def is_nested_graph(operation) -> bool:
+    """A Functional or Sequential model used as a layer: converted by recursing into its graph."""
+    return is_model(operation) and has_graph(operation)
+
+
 def built_input_shapes(model) -> list | None:
     """Input shapes recorded when a subclassed model was built or called, if any."""
     shapes = getattr(model, "_build_shapes_dict", None)
