@@ -1,27 +1,12 @@
-"""Command line: ``kerasonnx convert MODEL -o OUT.onnx [...]`` (also ``python -m kerasonnx``).
-
-Exit codes: 0 success; 1 other kerasonnx error; 2 bad arguments or input; 3 model file cannot be
-loaded; 4 unsupported layers/ops; 5 converter failure (a bug); 6 verification failed; 7 output cannot
-be written; 70 unexpected internal error (rerun with --debug for the traceback).
-"""
+"""``kerasonnx convert MODEL -o OUT.onnx [...]``: load, convert, optionally verify, save."""
 
 from __future__ import annotations
 
-import argparse
-import os
-import sys
 import time
-import traceback
-import warnings
 from pathlib import Path
 
-EXIT_INTERNAL = 70
 
-
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="kerasonnx", description="Convert Keras models to ONNX.")
-    parser.add_argument("--version", action="store_true", help="print the version and exit")
-    sub = parser.add_subparsers(dest="command")
+def add_parser(sub):
     conv = sub.add_parser("convert", help="convert a .keras/.h5 model file to ONNX")
     conv.add_argument("model", help="path of a .keras or .h5 model file")
     conv.add_argument("-o", "--output", help="output .onnx path (default: MODEL with .onnx suffix)")
@@ -42,44 +27,12 @@ def _parser() -> argparse.ArgumentParser:
                            "kerasonnx.Registry it holds, converters for them (its code runs)")
     conv.add_argument("--unsafe", action="store_true",
                       help="allow loading Lambda layers (runs code from the file; trusted files only)")
-    conv.add_argument("--debug", action="store_true", help="show tracebacks")
-    return parser
-
-
-def main(argv: list[str] | None = None) -> int:
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    args = _parser().parse_args(argv)
-    if args.version:
-        from . import __version__
-
-        print(f"kerasonnx {__version__}")
-        return 0
-    if args.command != "convert":
-        _parser().print_help()
-        return 2
-    if not args.debug:  # warnings from Keras or model code would break the one-line output contract
-        warnings.filterwarnings("ignore")
-    try:
-        return _convert(args)
-    except KeyboardInterrupt:
-        print("kerasonnx: interrupted", file=sys.stderr)
-        return 130
-    except Exception as exc:  # every failure becomes one line (and a traceback with --debug)
-        from .core.errors import KerasOnnxError
-
-        if args.debug:
-            traceback.print_exc()
-        if isinstance(exc, KerasOnnxError):
-            print(f"kerasonnx: error: {exc}", file=sys.stderr)
-            return exc.exit_code
-        print(f"kerasonnx: internal error: {type(exc).__name__}: {exc} (rerun with --debug and report it)",
-              file=sys.stderr)
-        return EXIT_INTERNAL
+    return conv
 
 
 def _signature(specs: list[str]):
-    from .core.errors import InvalidInputError
-    from .core.signature import parse_shape_spec
+    from ..core.errors import InvalidInputError
+    from ..core.signature import parse_shape_spec
 
     if not specs:
         return None
@@ -96,7 +49,7 @@ def _custom_objects(source: str) -> dict:
     import importlib
     import importlib.util
 
-    from .core.errors import InvalidInputError
+    from ..core.errors import InvalidInputError
 
     try:
         if source.endswith(".py") or Path(source).is_file():
@@ -116,7 +69,7 @@ def _custom_objects(source: str) -> dict:
 
 def _objects_and_converters(namespace: dict):
     """Custom classes/functions defined by the user's module, and its converter registries merged."""
-    from .core.registry import Registry
+    from ..core.registry import Registry
 
     objects = {name: obj for name, obj in namespace.items() if callable(obj) and not name.startswith("_")}
     registries = [obj for obj in namespace.values() if isinstance(obj, Registry)]
@@ -130,13 +83,13 @@ def _split(text: str | None):
     return None if text is None else [part.strip() for part in text.split(",")]
 
 
-def _convert(args) -> int:
+def run(args) -> int:
     started = time.perf_counter()
     signature = _signature(args.input_shape)  # validate cheap arguments before importing Keras
     output = Path(args.output) if args.output else Path(args.model).with_suffix(".onnx")
 
     import kerasonnx
-    from .core.errors import ModelLoadError, OutputWriteError
+    from ..core.errors import ModelLoadError, OutputWriteError
 
     if not Path(args.model).exists():
         raise ModelLoadError(f"model file not found: {args.model}")
@@ -164,6 +117,3 @@ def _convert(args) -> int:
           f"{converted - started:.2f} s{verdict}")
     return 0
 
-
-if __name__ == "__main__":
-    sys.exit(main())
