@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import keras
@@ -15,7 +17,7 @@ from . import __version__
 from .converters import BUILTIN
 from .core import layout as L
 from .core import walker
-from .core.context import ConversionContext, Tensor
+from .core.context import ConversionContext, LayerRecord, Tensor
 from .core.driver import convert_graph, find_unsupported
 from .core.tracing import TraceFailure, trace_model
 from .core.dtypes import to_onnx_dtype
@@ -45,6 +47,30 @@ def convert(model, *, opset: int | None = None, input_signature=None, input_name
 
 def convert_to_ir(model, *, opset=None, input_signature=None, input_names=None, output_names=None,
                   dynamic_batch=True, converters=None, optimize=True) -> ir.Model:
+    return convert_with_details(model, opset=opset, input_signature=input_signature, input_names=input_names,
+                                output_names=output_names, dynamic_batch=dynamic_batch, converters=converters,
+                                optimize=optimize).ir_model
+
+
+@dataclass
+class Conversion:
+    """A conversion's result and what happened on the way (for reports and layer-by-layer checks).
+
+    ``records`` map each Keras layer/op node to the ONNX values it produced, in conversion order (see
+    :class:`~kerasonnx.core.context.LayerRecord`); values removed or renamed by the optimisation
+    passes are no longer in ``ir_model``. ``seconds`` holds the time of each stage.
+    """
+
+    ir_model: ir.Model
+    records: list[LayerRecord]
+    input_names: list[str]
+    output_names: list[str]
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+def convert_with_details(model, *, opset=None, input_signature=None, input_names=None, output_names=None,
+                         dynamic_batch=True, converters=None, optimize=True) -> Conversion:
+    started = time.perf_counter()
     opset = resolve_opset(opset)
     registry = converters.chain(BUILTIN) if converters is not None else BUILTIN
     if not walker.is_model(model):
@@ -90,9 +116,11 @@ def convert_to_ir(model, *, opset=None, input_signature=None, input_names=None, 
 
     ir_model = ir.Model(ctx.graph, ir_version=ir_version_for(opset), producer_name="kerasonnx",
                         producer_version=__version__)
+    seconds = {"convert": time.perf_counter() - started}
     if optimize:
         run_default_passes(ir_model)
-    return ir_model
+        seconds["optimize"] = time.perf_counter() - started - seconds["convert"]
+    return Conversion(ir_model, ctx.records, in_names, out_names, seconds)
 
 
 def _shape_of(spec) -> tuple:

@@ -33,6 +33,25 @@ class Tensor:
     perm: L.Perm
 
 
+@dataclass
+class LayerRecord:
+    """What one Keras layer/op node became: for conversion reports and layer-by-layer verification.
+
+    ``how`` is "converter" (built-in), "user converter", "traced" (its ``call()`` was converted op by
+    op; the ops have records of their own) or "nested model". ``outputs`` are the ONNX values of the
+    node's Keras outputs with their layouts; ``nodes`` counts the ONNX nodes emitted for it (nested
+    records included). ``depth`` is 0 for nodes of the model's own graph.
+    """
+
+    path: str
+    class_name: str
+    how: str
+    keras_outputs: list
+    outputs: list[Tensor]
+    nodes: int
+    depth: int
+
+
 def _clean(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_./:-]", "_", name)
 
@@ -49,6 +68,8 @@ class ConversionContext:
         self._small_consts: dict[tuple, ir.Value] = {}
         self._constants: dict[int, tuple] = {}
         self.tracer = Tracer()
+        self.records: list[LayerRecord] = []
+        self.emitted = 0  # ONNX nodes appended so far (subgraphs included)
         # Per-node state, set by the converter driver before calling a converter.
         self.scope = ""
         self.operation: Any = None
@@ -94,6 +115,7 @@ class ConversionContext:
         for out in node.outputs:
             out.name = self._scoped(op_type.lower())
         self.graph.append(node)
+        self.emitted += 1
         return node.outputs[0] if outputs == 1 else tuple(node.outputs)
 
     # ---- constants ----------------------------------------------------------------------------

@@ -8,7 +8,7 @@ import keras
 
 from . import layout as L
 from . import walker
-from .context import ConversionContext, Tensor
+from .context import ConversionContext, LayerRecord, Tensor
 from .dtypes import to_onnx_dtype
 from .errors import ConversionError, UnsupportedError, UnsupportedItem
 from .tracing import TraceFailure, Tracer
@@ -53,12 +53,16 @@ def convert_nodes(ctx: ConversionContext, nodes, prefix: str = "") -> None:
     for node in nodes:
         op = node.operation
         spec = ctx.registry.lookup(type(op))
+        emitted = ctx.emitted
         if walker.is_nested_graph(op):
+            how = "nested model"
             inner, inner_inputs = walker.functional_of(op), [ctx.lookup(t) for t in node.input_tensors]
         elif spec is not None:
             _convert_node(ctx, node, spec, prefix)
+            _record(ctx, node, prefix, "converter" if spec.origin == "builtin" else "user converter", emitted)
             continue
         elif walker.is_layer(op):  # a layer without converter: convert what its call() does
+            how = "traced"
             try:
                 inner = ctx.tracer.trace(node)
             except TraceFailure as failure:
@@ -70,6 +74,17 @@ def convert_nodes(ctx: ConversionContext, nodes, prefix: str = "") -> None:
         outs = convert_graph(ctx, inner, inner_inputs, prefix=f"{prefix}{op.name}/")
         for kt, tensor in zip(node.outputs, outs):
             ctx.bind(kt, tensor)
+        _record(ctx, node, prefix, how, emitted)
+
+
+def _record(ctx: ConversionContext, node, prefix: str, how: str, emitted_before: int) -> None:
+    if ctx.graph is not ctx.main_graph:  # inside a control-flow body: its values are not addressable
+        return
+    op = node.operation
+    ctx.records.append(LayerRecord(
+        path=prefix + op.name, class_name=type(op).__name__, how=how, keras_outputs=list(node.outputs),
+        outputs=[ctx.lookup(kt) for kt in node.outputs], nodes=ctx.emitted - emitted_before,
+        depth=prefix.count("/")))
 
 
 def _mask_value(ctx: ConversionContext, keras_tensor, scope: str):

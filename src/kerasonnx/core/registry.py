@@ -39,6 +39,7 @@ class ConverterSpec:
     min_opset: int
     layout: Layout
     cases: tuple[Case, ...] = field(default_factory=tuple)
+    origin: str = "user"  # name of the registry it was registered in ("builtin" for ours)
 
     @property
     def qualname(self) -> str:
@@ -67,7 +68,7 @@ class Registry:
 
         def decorator(fn: Callable) -> Callable:
             for cls in keras_classes:
-                self._specs[cls] = ConverterSpec(fn, cls, min_opset, Layout(layout), tuple(cases))
+                self._specs[cls] = ConverterSpec(fn, cls, min_opset, Layout(layout), tuple(cases), self.name)
             return fn
 
         return decorator
