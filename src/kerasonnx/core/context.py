@@ -12,6 +12,7 @@ import keras
 import numpy as np
 import onnx_ir as ir
 
+from . import dynamic_dims as dyn
 from . import layout as L
 from .dtypes import to_numpy_dtype, to_onnx_dtype
 from .errors import UnsupportedError, UnsupportedItem
@@ -69,7 +70,10 @@ class ConversionContext:
         self._constants: dict[int, tuple] = {}
         self.tracer = Tracer()
         self.records: list[LayerRecord] = []
+        self.on_progress = None  # optional callback(stage, done, total, item), see kerasonnx.logs
         self.emitted = 0  # ONNX nodes appended so far (subgraphs included)
+        self._dynamic: dict[int, tuple] = {}  # sentinel -> (input value, stored axis) in a traced layer
+        self._dynamic_values: dict[tuple, ir.Value] = {}
         # Per-node state, set by the converter driver before calling a converter.
         self.scope = ""
         self.operation: Any = None
@@ -137,7 +141,103 @@ class ConversionContext:
         return value
 
     def int64s(self, values) -> ir.Value:
-        return self.const(np.asarray(values, dtype=np.int64))
+        """An int64 constant; inside a layer traced with dynamic dims, entries that stand for them
+        (sentinel products) are computed from the inputs' shapes at run time."""
+        arr = np.asarray(values, dtype=np.int64)
+        if self._dynamic and arr.ndim <= 1 and any(dyn.is_dynamic(v, self._dynamic) for v in arr.ravel()):
+            return self._runtime_ints(arr)
+        return self.const(arr)
+
+    def dims(self, x: ir.Value, start: int, end: int) -> ir.Value:
+        """``shape(x)[start:end]`` as a 1-D int64 value."""
+        if self.opset >= 15:
+            return self.op("Shape", [x], {"start": start, "end": end})
+        return self.op("Slice", [self.op("Shape", [x]), self.int64s([start]), self.int64s([end])])
+
+    # ---- dims that were dynamic while a layer was traced (see dynamic_dims) -------------------
+    @contextlib.contextmanager
+    def dynamic_scope(self, sources, inputs: Sequence[Tensor], path: str):
+        """Convert a layer traced with sentinel dims: ``sources[i]`` says which input axis the i-th
+        sentinel stands for. Refuses (UnsupportedError) any sentinel left baked into a constant."""
+        saved = self._dynamic
+        self._dynamic = dict(saved)
+        for sentinel, src in zip(dyn.SENTINELS[0], sources):
+            tensor = inputs[src.input_index]
+            self._dynamic[sentinel] = (tensor.value, L.actual_axis(tensor.perm, src.axis))
+        first = len(self.main_graph.initializers)
+        try:
+            yield
+        finally:
+            self._dynamic = saved
+        self._refuse_baked_sentinels(first, path)
+
+    def _runtime_dim(self, sentinel: int) -> ir.Value:
+        key = (sentinel, id(self.graph))
+        if key not in self._dynamic_values:
+            value, axis = self._dynamic[sentinel]
+            self._dynamic_values[key] = self.dims(value, axis, axis + 1)
+        return self._dynamic_values[key]
+
+    def _runtime_ints(self, arr: np.ndarray) -> ir.Value:
+        sentinels = list(self._dynamic)
+        pieces: list[ir.Value] = []
+        static: list[int] = []
+        for v in arr.ravel():
+            if not dyn.is_dynamic(v, sentinels):
+                static.append(int(v))
+                continue
+            powers, rest = dyn.factor(int(v), sentinels)
+            if static:
+                pieces.append(self.const(np.asarray(static, np.int64)))
+                static = []
+            dim = None
+            for sentinel, n in zip(sentinels, powers):
+                for _ in range(n):
+                    d = self._runtime_dim(sentinel)
+                    dim = d if dim is None else self.op("Mul", [dim, d])
+            pieces.append(dim if rest == 1 else self.op("Mul", [dim, self.const(np.asarray([rest], np.int64))]))
+        if static:
+            pieces.append(self.const(np.asarray(static, np.int64)))
+        out = pieces[0] if len(pieces) == 1 else self.op("Concat", pieces, {"axis": 0})
+        return self.op("Squeeze", [out, self.const(np.asarray([0], np.int64))]) if arr.ndim == 0 else out
+
+    def _runtime_array(self, arr: np.ndarray) -> ir.Value | None:
+        """An eagerly computed array that depends on dynamic dims (a dim as a 0-d tensor, or an array
+        whose shape holds sentinels) rebuilt at run time, or None."""
+        sentinels = list(self._dynamic)
+        if arr.ndim == 0 and np.issubdtype(arr.dtype, np.number) and float(arr).is_integer() \
+                and dyn.is_dynamic(int(arr), sentinels):
+            return self.cast(self.int64s(int(arr)), arr.dtype.name)
+        if not any(d in self._dynamic for d in arr.shape):
+            return None
+        plan = dyn.runtime_array(arr, sentinels)
+        if plan is None:
+            return None
+        if plan[0] == "arange":
+            limit = self.op("Squeeze", [self._runtime_dim(sentinels[plan[1]]), self.const(np.asarray([0], np.int64))])
+            if arr.dtype != np.int64:
+                limit = self.cast(limit, arr.dtype.name)
+            arange = self.op("Range", [self.const(np.asarray(0, arr.dtype)), limit, self.const(np.asarray(1, arr.dtype))])
+            shape = [sentinels[plan[1]] if d in self._dynamic else d for d in arr.shape]
+            return arange if arr.ndim == 1 else self.op("Reshape", [arange, self.int64s(shape)])
+        _, base, dims = plan
+        target = [arr.shape[i] if d is None else sentinels[d] for i, d in enumerate(dims)]
+        return self.op("Expand", [self.const(base, name="array"), self.int64s(target)])
+
+    def _refuse_baked_sentinels(self, first: int, path: str) -> None:
+        for value in list(self.main_graph.initializers.values())[first:]:
+            arr = value.const_value.numpy()
+            baked = any(d in dyn.ALL for d in arr.shape) or (
+                np.issubdtype(arr.dtype, np.integer) and arr.size <= 64
+                and any(dyn.is_dynamic(v, dyn.ALL) for v in arr.ravel()))
+            if baked:
+                raise UnsupportedError([UnsupportedItem(
+                    path, "traced layer", "a converter baked a dimension that is dynamic into a constant "
+                    "(register a converter for this layer, or give static shapes)")])
+        for node in self.main_graph.all_nodes():  # sentinels must not survive as static shapes
+            for out in node.outputs:
+                if out.shape is not None and any(d in dyn.ALL for d in out.shape if isinstance(d, int)):
+                    out.shape = ir.Shape([None if isinstance(d, int) and d in dyn.ALL else d for d in out.shape])
 
     def scalar(self, number, dtype=None) -> ir.Value:
         """A scalar constant in ``dtype`` (default: the current layer's output dtype)."""
@@ -168,7 +268,10 @@ class ConversionContext:
             if walker.is_variable(array):
                 value = self.weight(array, dtype=array.dtype)
             else:
-                value = self.const(self.numpy(array), name="array")
+                arr = self.numpy(array)
+                value = self._runtime_array(arr) if self._dynamic else None
+                if value is None:
+                    value = self.const(arr, name="array")
             self._constants[key] = (array, value)  # keep ``array`` alive so its id stays unique
         return self._constants[key][1]
 
@@ -186,13 +289,17 @@ class ConversionContext:
 
     # ---- Keras metadata of the current node ---------------------------------------------------
     def in_shape(self, i: int = 0) -> tuple:
-        return tuple(self.in_tensors[i].shape)
+        return self._keras_shape(self.in_tensors[i])
 
     def in_dtype(self, i: int = 0) -> str:
         return self.in_tensors[i].dtype
 
     def out_shape(self, i: int = 0) -> tuple:
-        return tuple(self.out_tensors[i].shape)
+        return self._keras_shape(self.out_tensors[i])
+
+    def _keras_shape(self, keras_tensor) -> tuple:
+        """A Keras tensor's shape, with the dims that are dynamic at run time as None."""
+        return tuple(None if d in self._dynamic else d for d in keras_tensor.shape)
 
     def out_dtype(self, i: int = 0) -> str:
         return self.out_tensors[i].dtype

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import logging
 from dataclasses import replace
 
 import keras
@@ -13,6 +15,8 @@ from .dtypes import to_onnx_dtype
 from .errors import ConversionError, UnsupportedError, UnsupportedItem
 from .tracing import TraceFailure, Tracer
 from .registry import ConverterSpec
+
+logger = logging.getLogger(__name__)
 
 
 def find_unsupported(functional, registry, opset: int, tracer: Tracer, prefix: str = "") -> list[UnsupportedItem]:
@@ -50,7 +54,7 @@ def convert_graph(ctx: ConversionContext, functional, inputs: list[Tensor], pref
 
 def convert_nodes(ctx: ConversionContext, nodes, prefix: str = "") -> None:
     """Convert ``nodes`` (topologically ordered) with converters, recursion or tracing."""
-    for node in nodes:
+    for done, node in enumerate(nodes, 1):
         op = node.operation
         spec = ctx.registry.lookup(type(op))
         emitted = ctx.emitted
@@ -60,6 +64,7 @@ def convert_nodes(ctx: ConversionContext, nodes, prefix: str = "") -> None:
         elif spec is not None:
             _convert_node(ctx, node, spec, prefix)
             _record(ctx, node, prefix, "converter" if spec.origin == "builtin" else "user converter", emitted)
+            _progress(ctx, prefix, done, len(nodes), op.name)
             continue
         elif walker.is_layer(op):  # a layer without converter: convert what its call() does
             how = "traced"
@@ -71,10 +76,20 @@ def convert_nodes(ctx: ConversionContext, nodes, prefix: str = "") -> None:
             inner_inputs = [Tensor(_autocast(ctx, op, t, s.value), s.perm) for t, s in zip(node.input_tensors, stored)]
         else:  # only reachable inside control-flow bodies, which the up-front check cannot see
             raise UnsupportedError([UnsupportedItem(prefix + op.name, type(op).__name__)])
-        outs = convert_graph(ctx, inner, inner_inputs, prefix=f"{prefix}{op.name}/")
+        sources = ctx.tracer.dynamic_dims(inner)
+        scope = ctx.dynamic_scope(sources, inner_inputs, prefix + op.name) if sources else contextlib.nullcontext()
+        with scope:
+            outs = convert_graph(ctx, inner, inner_inputs, prefix=f"{prefix}{op.name}/")
         for kt, tensor in zip(node.outputs, outs):
             ctx.bind(kt, tensor)
         _record(ctx, node, prefix, how, emitted)
+        _progress(ctx, prefix, done, len(nodes), op.name)
+
+
+def _progress(ctx: ConversionContext, prefix: str, done: int, total: int, name: str) -> None:
+    """Tell ``ctx.on_progress`` (if set) about each converted node of the model's own graph."""
+    if ctx.on_progress is not None and not prefix and ctx.graph is ctx.main_graph:
+        ctx.on_progress("convert", done, total, name)
 
 
 def _record(ctx: ConversionContext, node, prefix: str, how: str, emitted_before: int) -> None:
@@ -85,6 +100,8 @@ def _record(ctx: ConversionContext, node, prefix: str, how: str, emitted_before:
         path=prefix + op.name, class_name=type(op).__name__, how=how, keras_outputs=list(node.outputs),
         outputs=[ctx.lookup(kt) for kt in node.outputs], nodes=ctx.emitted - emitted_before,
         depth=prefix.count("/")))
+    logger.debug("%s (%s): %s, %d ONNX node(s)", prefix + op.name, type(op).__name__, how,
+                 ctx.emitted - emitted_before)
 
 
 def _mask_value(ctx: ConversionContext, keras_tensor, scope: str):

@@ -8,7 +8,7 @@ import inspect
 
 import keras
 
-from . import walker
+from . import dynamic_dims, walker
 from .errors import UnsupportedItem
 
 _CONTROL_FLOW_HINT = ("Python control flow on a tensor value (if/while on a symbolic tensor) cannot "
@@ -16,20 +16,66 @@ _CONTROL_FLOW_HINT = ("Python control flow on a tensor value (if/while on a symb
 
 
 class TraceFailure(Exception):
-    def __init__(self, item: UnsupportedItem):
+    def __init__(self, item: UnsupportedItem, control_flow: bool = False):
         super().__init__(item.reason)
         self.item = item
+        self.control_flow = control_flow
 
 
 def trace_node(node):
-    """A ``keras.Function`` computing ``node.operation.call`` for this call's input shapes/dtypes."""
+    """A ``keras.Function`` computing ``node.operation.call`` for this call's input shapes/dtypes,
+    and the dynamic dims it stands for (see :mod:`.dynamic_dims`).
+
+    A call with dynamic dims is traced with ``None`` dims and twice with sentinel dims: when the
+    sentinel traces agree, nothing depends on the dims' values and the ``None`` trace is used; when
+    they differ in ways the sentinels explain (or Keras cannot trace with ``None``), the first
+    sentinel trace is used; otherwise the layer is refused.
+    """
+    layer = node.operation
+    shapes = [tuple(kt.shape) for kt in node.input_tensors]
+    plain = failure = None
+    try:
+        plain = _trace_call(node, shapes)
+    except TraceFailure as exc:
+        if exc.control_flow:
+            raise
+        failure = exc
+    if not any(d is None for shape in shapes for d in shape):
+        if failure is not None:
+            raise failure
+        return plain, []
+    try:
+        sources, (shapes1, shapes2) = dynamic_dims.assign(shapes)
+        traces = [_trace_call(node, shapes1), _trace_call(node, shapes2)]
+    except (TraceFailure, ValueError):
+        if plain is not None:
+            return plain, []
+        raise failure from None
+    same, reason = _compare(traces, len(sources))
+    if reason:
+        raise TraceFailure(UnsupportedItem(layer.name, type(layer).__name__,
+                                           f"tracing with dynamic dims: {reason}"))
+    if same and plain is not None:
+        return plain, []
+    return traces[0], sources
+
+
+def _compare(traces, count: int) -> tuple[bool, str | None]:
+    nodes1, nodes2 = (walker.nodes(fn) for fn in traces)
+    if [type(n.operation) for n in nodes1] != [type(n.operation) for n in nodes2]:
+        return False, "the traced graph changes with the size of a dynamic dimension"
+    return dynamic_dims.compare([n.settings() for n in nodes1], [n.settings() for n in nodes2], count)
+
+
+def _trace_call(node, shapes):
     layer = node.operation
     fresh: dict[int, keras.KerasTensor] = {}
+    shape_of = {id(kt): shape for kt, shape in zip(node.input_tensors, shapes)}
 
     def fresh_input(kt):
         if id(kt) not in fresh:
             dtype = walker.autocast_dtype(layer, kt) or kt.dtype
-            fresh[id(kt)] = keras.Input(batch_shape=tuple(kt.shape), dtype=dtype)
+            fresh[id(kt)] = keras.Input(batch_shape=shape_of[id(kt)], dtype=dtype)
         return fresh[id(kt)]
 
     args, kwargs = node.filled_arguments(fresh_input)
@@ -39,8 +85,9 @@ def trace_node(node):
         with walker.autocast_scope(layer):
             outputs = layer.call(*args, **kwargs)
     except TypeError as exc:
-        reason = _CONTROL_FLOW_HINT if "symbolic" in str(exc) and "bool" in str(exc) else _short(exc)
-        raise TraceFailure(UnsupportedItem(layer.name, type(layer).__name__, reason)) from exc
+        control_flow = "symbolic" in str(exc) and "bool" in str(exc)
+        reason = _CONTROL_FLOW_HINT if control_flow else _short(exc)
+        raise TraceFailure(UnsupportedItem(layer.name, type(layer).__name__, reason), control_flow) from exc
     except Exception as exc:  # the layer's own code failed on symbolic inputs (tf.* calls, ...)
         raise TraceFailure(UnsupportedItem(layer.name, type(layer).__name__,
                                            f"tracing call() failed: {_short(exc)}")) from exc
@@ -70,18 +117,25 @@ class Tracer:
 
     def __init__(self):
         self._traces: dict[tuple, object] = {}
+        self._dims: dict[int, list] = {}
 
     def trace(self, node):
         key = (id(node.operation), tuple(id(t) for t in node.input_tensors))
         if key not in self._traces:
             try:
-                self._traces[key] = trace_node(node)
+                function, sources = trace_node(node)
+                self._traces[key] = function
+                self._dims[id(function)] = sources
             except TraceFailure as failure:
                 self._traces[key] = failure
         result = self._traces[key]
         if isinstance(result, TraceFailure):
             raise result
         return result
+
+    def dynamic_dims(self, function) -> list:
+        """The :class:`~.dynamic_dims.DimSource` of each sentinel ``function`` was traced with."""
+        return self._dims.get(id(function), [])
 
 
 def trace_model(model, shapes, dtypes=None, names=None):

@@ -32,6 +32,29 @@ class GraphNode:
         return args, kwargs
 
 
+    def settings(self) -> list:
+        """The non-tensor call arguments and public attributes of this node's operation, as plain
+        Python/numpy leaves (to compare two traces of the same code). Layers' attributes are skipped:
+        they are the same objects in every trace."""
+        leaves = _plain_leaves((self._arguments.args, self._arguments.kwargs))
+        if not is_layer(self.operation):
+            public = {k: v for k, v in vars(self.operation).items() if not k.startswith("_") and k != "name"}
+            leaves += _plain_leaves([public[k] for k in sorted(public)])
+        return leaves
+
+
+def _plain_leaves(structure) -> list:
+    import numpy as np
+
+    leaves = []
+    for x in keras.tree.flatten(structure):
+        if isinstance(x, (bool, int, float, np.number, np.ndarray)):
+            leaves.append(x)
+        elif is_concrete_tensor(x) and not is_variable(x):
+            leaves.append(np.asarray(keras.ops.convert_to_numpy(x)))
+    return leaves
+
+
 def _swap(x, lookup, constant):
     if is_keras_tensor(x):
         return lookup(x)
