@@ -21,8 +21,12 @@ def render(results: dict) -> str:
         "",
         "## Results",
         "",
+        "ORT b1/b8 ms: kerasonnx with its optimisation passes (the default); \"no passes\": the same "
+        "model converted with optimize=False, measured interleaved with the others.",
+        "",
         _table(["model", "converter", "status", "opset", "convert s", "peak extra MB", "nodes", "Transpose",
-                "ORT b1 ms", "ORT b8 ms", "max abs err"], _result_rows(results)),
+                "ORT b1 ms", "ORT b8 ms", "ORT b1 ms no passes", "ORT b8 ms no passes", "max abs err"],
+               _result_rows(results)),
         "",
         "## Ratios (kerasonnx against each peer)",
         "",
@@ -77,10 +81,11 @@ def _result_rows(results):
     for name, entry in results["models"].items():
         for conv, r in entry["converters"].items():
             lat = r.get("latency_ms", {})
+            plain = r.get("unoptimized_latency_ms", {})
             yield [name, conv, r["status"], _num(r.get("opset"), 0), _num(r.get("convert_s"), 3),
                    _num(_mb(r.get("peak_extra_bytes")), 0), _num(r.get("nodes"), 0),
                    _num(r.get("transposes"), 0), _num(lat.get("1"), 2), _num(lat.get("8"), 2),
-                   _sci(r.get("max_abs_error"))]
+                   _num(plain.get("1"), 2), _num(plain.get("8"), 2), _sci(r.get("max_abs_error"))]
 
 
 RATIO_KEYS = ["speed_up", "kerasonnx_mem_per_weight", "peer_mem_per_weight", "latency_ratio_b1",

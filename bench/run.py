@@ -97,16 +97,27 @@ def bench_model(name, args, workdir, logdir):
     return entry
 
 
+UNOPTIMIZED = "kerasonnx without passes"  # latency_worker key of kerasonnx's optimize=False file
+
+
 def measure_latency(name, entry, ref, args, logdir):
-    """Latency of every converter whose file ran correctly, interleaved in one process."""
+    """Latency of every converter whose file ran correctly, interleaved in one process (kerasonnx's
+    file without the optimisation passes too, stored as its ``unoptimized_latency_ms``)."""
     runnable = {conv: r["onnx_path"] for conv, r in entry["converters"].items()
                 if r.get("status") in ("ok", "large error") and r.get("onnx_path")}
+    ours = entry["converters"].get(report.OURS, {})
+    if report.OURS in runnable and ours.get("unoptimized_path"):
+        runnable[UNOPTIMIZED] = ours["unoptimized_path"]
     if not runnable:
         return
     progress(f"{name}: onnxruntime latency, interleaved: {', '.join(runnable)}")
     latency = run_isolated(workers.latency_worker, {"onnx_paths": runnable, "ref_path": ref["ref_path"],
                            "threads": args.threads, "warmup": args.warmup, "runs": args.runs},
                            logdir / f"{name}.latency.log", args.timeout)
+    unoptimized = runnable.pop(UNOPTIMIZED, None)
+    if unoptimized and latency.ok:
+        ours["unoptimized_latency_ms"] = latency.value[UNOPTIMIZED]["latency_ms"]
+        ours["unoptimized_latency_all_ms"] = latency.value[UNOPTIMIZED]["latency_all_ms"]
     for conv in runnable:
         if latency.ok:
             entry["converters"][conv].update(latency.value[conv])
@@ -129,6 +140,7 @@ def bench_converter(name, conv, ref, args, workdir, logdir):
     result["convert_s"] = timing.value["median_s"]
     result["write_s"] = timing.value["write_s"]
     result["warmup_error"] = timing.value["warmup_error"]
+    result["unoptimized_path"] = timing.value.get("unoptimized_path")
 
     progress(f"{name}: {conv}: peak memory")
     memory = run_isolated(workers.memory_worker, {"model_name": name, "converter": conv,

@@ -46,6 +46,16 @@ def convert_tf2onnx(model, path):
     return proto
 
 
+def write_kerasonnx_unoptimized(model, path):
+    """kerasonnx without its optimisation passes (``optimize=False``), for the with/without
+    latency columns; written beside the timed file, never timed itself."""
+    import kerasonnx
+
+    unoptimized = Path(path).with_suffix(".unoptimized.onnx")
+    kerasonnx.save(kerasonnx.convert(model, optimize=False), unoptimized)
+    return str(unoptimized)
+
+
 def convert_keras_export(model, path):
     model.export(str(path), format="onnx", verbose=False)
     return None
@@ -159,8 +169,9 @@ def timing_worker(model_name, converter, workdir, repeats):
     start = time.perf_counter()
     _write_onnx(result, path, converter)  # not in the timed call (Keras' export writes inside it)
     write_s = time.perf_counter() - start
+    unoptimized = write_kerasonnx_unoptimized(model, path) if converter == "kerasonnx" else None
     return {"times_s": times, "median_s": statistics.median(times), "onnx_path": str(path),
-            "write_s": write_s, "warmup_error": warmup_error}
+            "write_s": write_s, "warmup_error": warmup_error, "unoptimized_path": unoptimized}
 
 
 # --------------------------------------------------------------------------- conversion memory
