@@ -19,6 +19,7 @@ from . import (  # noqa: E402,F401  (imported for their registrations)
     ops_control,
     ops_core,
     ops_image,
+    ops_linalg,
     ops_math,
     ops_nn,
     ops_numpy,

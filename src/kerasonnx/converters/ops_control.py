@@ -1,5 +1,5 @@
-"""``keras.ops`` control flow: ``cond`` -> ONNX ``If``; ``while_loop`` / ``fori_loop`` -> ``Loop``;
-``scan`` -> ``Scan``.
+"""``keras.ops`` control flow: ``cond`` and ``switch`` -> ONNX ``If``; ``while_loop`` / ``fori_loop`` ->
+``Loop``; ``scan``, ``map`` and ``vectorized_map`` -> ``Scan``.
 
 Keras records these as one node holding Python callables. The callables are traced on symbolic
 tensors (branches close over outer tensors; loop bodies get fresh symbolic loop variables) and what
@@ -173,6 +173,18 @@ def scan(ctx, op, *flat):
     if xs is None:
         raise ctx.unsupported("scan without xs (only a length) has no ONNX Scan equivalent")
     init_values, xs_values = keras.tree.flatten(init), keras.tree.flatten(xs)
+
+    def step(carry, x):
+        new_carry, ys = f(keras.tree.pack_sequence_as(init, carry), keras.tree.pack_sequence_as(xs, x))
+        return keras.tree.flatten(new_carry), keras.tree.flatten(ys)
+
+    return _onnx_scan(ctx, step, init_values, xs_values, reverse=op.reverse)
+
+
+def _onnx_scan(ctx, step, init_values, xs_values, reverse=False):
+    """ONNX ``Scan`` of ``step(carry, x) -> (new_carry, ys)`` (flat lists of Keras tensors, traced
+    on fresh inputs) over the leading axis of ``xs_values``; the node's Keras outputs are the final
+    carries then the stacked ys."""
     xs_specs = ctx.in_tensors[len(ctx.in_tensors) - len(xs_values):]
     carry_specs = ctx.out_tensors[: len(init_values)]
     y_specs = ctx.out_tensors[len(init_values):]
@@ -182,17 +194,132 @@ def scan(ctx, op, *flat):
         fresh_carry = _bound_inputs(ctx, carry_in, [tuple(s.shape) for s in carry_specs],
                                     [s.dtype for s in carry_specs])
         fresh_x = _bound_inputs(ctx, x_in, [tuple(s.shape[1:]) for s in xs_specs], [s.dtype for s in xs_specs])
-        new_carry, ys = f(keras.tree.pack_sequence_as(init, fresh_carry), keras.tree.pack_sequence_as(xs, fresh_x))
-        outputs = keras.tree.flatten(new_carry) + keras.tree.flatten(ys)
+        new_carry, ys = step(fresh_carry, fresh_x)
+        outputs = list(new_carry) + list(ys)
         for tensor, value in zip(outputs, ctx.emit_keras(outputs)):
             ctx.graph_output(value, tensor)
         body = ctx.graph
-    direction = [1 if op.reverse else 0]
+    direction = [1 if reverse else 0]
     return ctx.op("Scan", [*init_values, *xs_values],
                   {"body": body, "num_scan_inputs": len(xs_values),
                    "scan_input_directions": direction * len(xs_values),
                    "scan_output_directions": direction * len(y_specs)},
                   outputs=len(carry_specs) + len(y_specs))
+
+
+def _map_model(x):
+    """A per-example function with a reduction, on a (values, scales) structure (test cases)."""
+    return keras.ops.map(lambda pair: keras.ops.softmax(pair[0]) * keras.ops.max(pair[1]), (x, x * 2.0))
+
+
+@register(*ops_classes("core", "Map"), cases=[
+    Case("ops_map", lambda: (lambda x: keras.ops.map(lambda row: keras.ops.cumsum(row) / keras.ops.sum(row), x)),
+         ((4,),)),
+    Case("ops_map_structure", in_layer(_map_model), ((None, 3),)),
+])
+def map_(ctx, op, *flat):
+    """``map(f, xs)``: an ONNX ``Scan`` with no carry over the leading axis of ``xs``."""
+    f, xs = ctx.args[0], ctx.args[1]
+    xs_values = keras.tree.flatten(xs)
+
+    def step(carry, x):
+        return [], keras.tree.flatten(f(keras.tree.pack_sequence_as(xs, x)))
+
+    return _onnx_scan(ctx, step, [], xs_values)
+
+
+@register(*ops_classes("core", "VectorizedMap"), cases=[
+    Case("ops_vectorized_map", lambda: (lambda x: keras.ops.vectorized_map(
+        lambda row: keras.ops.outer(row, row)[:, :2], x)), ((3,),)),
+    Case("ops_vectorized_map_list", in_layer(lambda x, y: keras.ops.vectorized_map(
+        lambda pair: keras.ops.matmul(pair[0], pair[1]), [x, y])), ((2, 3), (3, 4))),
+])
+def vectorized_map(ctx, op, *flat):
+    """``vectorized_map(function, elements)``: an ONNX ``Scan`` (the function sees one example; a
+    list/tuple of elements reaches it as a list, as on Keras' numpy backend)."""
+    elements = ctx.args[0]
+    xs_values = keras.tree.flatten(elements)
+
+    def step(carry, x):
+        example = list(x) if isinstance(elements, (list, tuple)) else x[0]
+        return [], keras.tree.flatten(op.function(example))
+
+    return _onnx_scan(ctx, step, [], xs_values)
+
+
+def _switch_model(x, index):
+    branches = [lambda a, b: a + b, lambda a, b: a * b, lambda a, b: keras.ops.tanh(a) - b]
+    return keras.ops.switch(keras.ops.sum(index), branches, x, x * 0.5)
+
+
+@register(*ops_classes("core", "Switch"), cases=[
+    Case("ops_switch", lambda: _switch_model, ((4,), ()), dtypes=("float32", "int32"), int_range=(0, 3)),
+    Case("ops_switch_clamped", lambda: _switch_model, ((4,), ()), dtypes=("float32", "int32"),
+         int_range=(-3, 7)),
+    Case("ops_switch_static_index", lambda: (lambda x: keras.ops.switch(
+        1, [lambda a: a * 2.0, lambda a: keras.ops.abs(a) + 1.0], x)), ((3,),)),
+])
+def switch(ctx, op, *flat):
+    """``switch(index, branches, *operands)``: a chain of ONNX ``If`` (``index <= i`` selects branch
+    i, so out-of-range indices clamp like Keras); a Python ``index`` picks the branch now."""
+    index, branches, operands = ctx.args[0], list(ctx.args[1]), ctx.args[2:]
+    flat_operands = keras.tree.flatten(operands)
+    if not all(isinstance(v, ir.Value) and v.const_value is None for v in flat_operands):
+        raise ctx.unsupported("switch operands that are not tensors computed by the model")
+    tensors = keras.tree.pack_sequence_as(operands, ctx.in_tensors[len(ctx.in_tensors) - len(flat_operands):])
+
+    def call(branch):
+        return lambda: branch(*tensors)
+
+    if not isinstance(index, ir.Value):
+        chosen = branches[min(max(int(index), 0), len(branches) - 1)]
+        return ctx.emit_keras(keras.tree.flatten(call(chosen)()))
+    index = ctx.op("Reshape", [ctx.cast(index, "int64"), ctx.int64s([])])
+    return _switch_chain(ctx, index, [call(b) for b in branches])
+
+
+def _switch_chain(ctx, index, calls):
+    """Values of ``calls[0]()`` if ``index <= 0``, else of the chain over ``calls[1:]`` (index - 1)."""
+    count = len(ctx.out_tensors)
+    if len(calls) == 1:
+        return ctx.emit_keras(keras.tree.flatten(calls[0]()))
+    then_graph = _branch(ctx, calls[0], "case")
+    with ctx.subgraph(f"{ctx.scope}/otherwise") as else_graph:
+        specs = list(ctx.out_tensors)
+        rest = _switch_chain(ctx, ctx.op("Sub", [index, ctx.const(np.int64(1))]), calls[1:])
+        for value, tensor in zip(rest, specs):
+            ctx.graph_output(value, tensor)
+    pred = ctx.op("LessOrEqual", [index, ctx.const(np.int64(0))])
+    outputs = ctx.op("If", [pred], {"then_branch": then_graph, "else_branch": else_graph}, outputs=count)
+    return list(outputs) if count > 1 else [outputs]
+
+
+def onnx_loop(ctx, trip_count: int, carried, step, name: str = "loop"):
+    """An ONNX ``Loop`` over plain ONNX values (no Keras callables): ``step(carried_in)`` emits the
+    body with ``ctx.op`` and returns ``(keep_going, new_values)``, ``keep_going`` a bool value (any
+    shape with one element) or None to always run ``trip_count`` iterations. Returns the final values."""
+    iteration = _plain_input(ctx, "iteration", ir.DataType.INT64, ir.Shape([]))
+    cond_in = _plain_input(ctx, "cond_in", ir.DataType.BOOL, ir.Shape([]))
+    inputs = [_plain_input(ctx, "carried", v.dtype, v.shape) for v in carried]
+    with ctx.subgraph(f"{ctx.scope}/{name}", inputs=[iteration, cond_in, *inputs]) as graph:
+        keep_going, new_values = step(inputs)
+        keep_going = cond_in if keep_going is None else ctx.op("Reshape", [keep_going, ctx.int64s([])])
+        for value, like in zip([keep_going, *new_values], [cond_in, *inputs]):
+            if value.graph is not graph or value.is_graph_input() or value.is_graph_output():
+                value = ctx.op("Identity", [value])
+            value.dtype, value.shape = like.dtype, like.shape
+            graph.outputs.append(value)
+    outputs = ctx.op("Loop", [ctx.const(np.int64(trip_count)), ctx.const(np.bool_(True)), *carried],
+                     {"body": graph}, outputs=len(carried))
+    outputs = outputs if len(carried) > 1 else (outputs,)
+    for value, source in zip(outputs, carried):
+        value.dtype = source.dtype
+    return outputs
+
+
+def _plain_input(ctx, hint, dtype, shape):
+    return ir.Value(name=ctx.unique_name(f"{ctx.scope}/{hint}"), type=ir.TensorType(dtype),
+                    shape=None if shape is None else ir.Shape(list(shape)))
 
 
 def _typed(ctx, hint, dtype, shape):

@@ -335,7 +335,7 @@ _I0_LARGE = [0.39894228, 0.01328592, 0.00225319, -0.00157565, 0.00916281, -0.020
              -0.01647633, 0.00392377]
 
 
-def _poly(ctx, t, coefficients, dtype):
+def polynomial(ctx, t, coefficients, dtype):
     y = c(ctx, coefficients[-1], dtype)
     for k in reversed(coefficients[:-1]):
         y = ctx.op("Add", [ctx.op("Mul", [y, t]), c(ctx, k, dtype)])
@@ -346,9 +346,9 @@ def _i0(ctx, op, x):
     dtype = ctx.out_dtype()
     ax = ctx.op("Abs", [x])
     small_t = ctx.op("Mul", [ctx.op("Mul", [x, x]), c(ctx, 1 / 3.75 ** 2, dtype)])
-    small = _poly(ctx, small_t, _I0_SMALL, dtype)
+    small = polynomial(ctx, small_t, _I0_SMALL, dtype)
     safe = ctx.op("Max", [ax, c(ctx, 3.75, dtype)])
-    large = _poly(ctx, ctx.op("Div", [c(ctx, 3.75, dtype), safe]), _I0_LARGE, dtype)
+    large = polynomial(ctx, ctx.op("Div", [c(ctx, 3.75, dtype), safe]), _I0_LARGE, dtype)
     large = ctx.op("Mul", [large, ctx.op("Div", [ctx.op("Exp", [safe]), ctx.op("Sqrt", [safe])])])
     return ctx.op("Where", [ctx.op("LessOrEqual", [ax, c(ctx, 3.75, dtype)]), small, large])
 
@@ -753,6 +753,57 @@ def nextafter(ctx, op, a, b):
     y = ctx.op("Where", [ctx.op("Equal", [a, b]), b, y])
     unordered = ctx.op("Or", [isnan(ctx, a), isnan(ctx, b)])
     return ctx.op("Where", [unordered, ctx.op("Add", [a, b]), y])
+
+
+# Euclid's algorithm runs at most this many steps on |values| below 2**63 (consecutive Fibonacci
+# numbers are its worst case): a bounded Loop that stops once every remainder is zero.
+_EUCLID_STEPS = 93
+
+
+def _euclid_step(ctx, values):
+    a, b = values
+    done = ctx.op("Equal", [b, c(ctx, 0, "int64")])
+    remainder = ctx.op("Mod", [a, ctx.op("Where", [done, c(ctx, 1, "int64"), b])])
+    new_b = ctx.op("Where", [done, b, remainder])
+    pending = ctx.op("Cast", [ctx.op("Not", [ctx.op("Equal", [new_b, c(ctx, 0, "int64")])])],
+                     {"to": to_onnx_dtype("int64")})
+    keep_going = ctx.cast(ctx.reduce("ReduceMax", pending, None, keepdims=False), "bool")
+    return keep_going, [ctx.op("Where", [done, a, b]), new_b]
+
+
+def gcd_of(ctx, a, b):
+    """Element-wise greatest common divisor of int64 values (broadcast), as numpy computes it."""
+    from .ops_control import onnx_loop
+
+    a, b = ctx.op("Abs", [a]), ctx.op("Abs", [b])
+    zero = c(ctx, 0, "int64")
+    a, b = ctx.op("Add", [a, ctx.op("Mul", [b, zero])]), ctx.op("Add", [b, ctx.op("Mul", [a, zero])])
+    for v in (a, b):
+        cast_free(v, "int64")
+    return cast_free(onnx_loop(ctx, _EUCLID_STEPS, [a, b], lambda vs: _euclid_step(ctx, vs), "euclid")[0], "int64")
+
+
+def _gcd_cases(name, fn):
+    return [case(name, fn, ((3, 4), (3, 4)), dtypes=("int32", "int32"), int_range=(-30, 60)),
+            case(f"{name}_broadcast_int64", lambda a, b: fn(a, b[:, :1]), ((4,), (3,)), dtypes=("int64", "int64"),
+                 int_range=(0, 1000))]
+
+
+@register("Gcd", cases=_gcd_cases("gcd", lambda a, b: ops.gcd(a, b)))
+def gcd(ctx, op, a, b):
+    dtype = ctx.out_dtype()
+    return operand(ctx, gcd_of(ctx, operand(ctx, a, "int64"), operand(ctx, b, "int64")), dtype)
+
+
+@register("Lcm", cases=_gcd_cases("lcm", lambda a, b: ops.lcm(a, b)))
+def lcm(ctx, op, a, b):
+    """``|a / gcd(a, b) * b|`` (0 when either is 0), like numpy."""
+    a, b = operand(ctx, a, "int64"), operand(ctx, b, "int64")
+    divisor = gcd_of(ctx, a, b)
+    zero = ctx.op("Equal", [divisor, c(ctx, 0, "int64")])
+    quotient = ctx.op("Div", [a, ctx.op("Where", [zero, c(ctx, 1, "int64"), divisor])])
+    y = cast_free(ctx.op("Abs", [ctx.op("Mul", [quotient, b])]), "int64")
+    return operand(ctx, y, ctx.out_dtype())
 
 
 @register("Isclose", layout=ANY, cases=[
@@ -2095,6 +2146,25 @@ register("Argsort", layout=ANY, cases=[
 ])(_sort_converter(True))
 
 
+def _partitioned(x, kth, axis=-1):
+    """Values of ``x`` gathered by ``argpartition`` (test cases): the element at ``kth`` and the
+    sorted elements on either side, which every valid partition agrees on."""
+    values = ops.take_along_axis(x, ops.argpartition(x, kth, axis=axis), axis=axis)
+    size = x.shape[axis]
+    before, at, after = ops.split(values, [kth, kth + 1], axis=axis) if kth + 1 < size else (None, None, None)
+    return ops.concatenate([ops.sort(before, axis=axis), at, ops.sort(after, axis=axis)], axis=axis)
+
+
+# argpartition only promises that index ``kth`` holds the kth smallest element, with no larger one
+# before it and no smaller one after: a full (stable) argsort is such a partition. The cases check
+# that property, not numpy's order within each side.
+register("Argpartition", layout=ANY, cases=[
+    case("argpartition", lambda x: _partitioned(x, 2), ((None, 6),)),
+    case("argpartition_axis0", lambda x: _partitioned(x, 1, axis=1), ((5, 3),)),
+    case("argpartition_int", lambda x: _partitioned(x, 0), ((4,),), dtypes=("int32",), int_range=(0, 3)),
+])(_sort_converter(True))
+
+
 def quantiles(ctx, x, q, axis, keepdims, method, q_shape, skip_nan=False):
     """numpy ``quantile`` of ``x`` (float) at fractions ``q`` (a value of shape ``q_shape``) over
     ``axis`` (None, int or tuple): sort along the reduced axes merged last, then interpolate.
@@ -2292,6 +2362,41 @@ def bincount(ctx, op, x):
     return reduce(ctx, "ReduceSum", counts, [-2], False)
 
 
+# Keras' Histogram operation calls a backend function that does not exist (backend.math.histogram):
+# the cases run histogram inside a traced layer, where Keras computes it eagerly.
+@register("Histogram", cases=[
+    traced_case("histogram", lambda x: ops.histogram(ops.reshape(x, (-1,)), bins=4), ((6,),)),
+    traced_case("histogram_range", lambda x: ops.histogram(x[0], bins=5, range=(-1.0, 1.5)), ((12,),)),
+    traced_case("histogram_constant_input", lambda x: ops.histogram(x[0] * 0.0 + 2.0, bins=3), ((4,),),
+                backends=("numpy",)),  # numpy widens an empty range by 0.5
+])
+def histogram(ctx, op, x):
+    """numpy's equal-width bins: edges ``lo + i * (hi - lo) / bins`` (range = data min/max, widened by
+    0.5 when they are equal), half-open bins but the last, which holds ``hi``."""
+    bins, dtype = int(op.bins), keras_dtype(x)
+    compute = dtype if is_float(dtype) else "float32"
+    x = operand(ctx, x, compute)
+    if op.range:
+        lo, hi = (c(ctx, v, compute) for v in op.range)
+    else:
+        lo, hi = reduce(ctx, "ReduceMin", x, None, False), reduce(ctx, "ReduceMax", x, None, False)
+        same = ctx.op("Equal", [lo, hi])
+        half = ctx.op("Where", [same, c(ctx, 0.5, compute), c(ctx, 0.0, compute)])
+        lo, hi = ctx.op("Sub", [lo, half]), ctx.op("Add", [hi, half])
+    step = ctx.op("Div", [ctx.op("Sub", [hi, lo]), c(ctx, float(bins), compute)])
+    edges = ctx.op("Add", [ctx.op("Mul", [c(ctx, np.arange(bins + 1), compute), step]), lo])
+    edges = ctx.op("Concat", [slice_(ctx, edges, [0], [bins], [0]), unsqueeze(ctx, hi, [0])], {"axis": 0})
+    column = unsqueeze(ctx, x, [1])  # [n, 1] against [bins] edges
+    above = ctx.op("GreaterOrEqual", [column, slice_(ctx, edges, [0], [bins], [0])])
+    last = c(ctx, np.arange(bins) == bins - 1, "bool")
+    below = ctx.op("Or", [ctx.op("Less", [column, slice_(ctx, edges, [1], [bins + 1], [0])]),
+                          ctx.op("And", [last, ctx.op("Equal", [column, hi])])])
+    hits = cast_free(ctx.op("And", [above, below]), "bool")
+    counts = reduce(ctx, "ReduceSum", operand(ctx, hits, "int64"), [0], False)
+    return operand(ctx, cast_free(counts, "int64"), ctx.out_dtype(0)), operand(ctx, cast_free(edges, compute),
+                                                                               ctx.out_dtype(1))
+
+
 @register("Unique", cases=[
     case("unique", lambda x: ops.unique(x[0]), ((6,),), dtypes=("int32",), int_range=(0, 4)),
     case("unique_all_outputs", lambda x: ops.unique(x, return_index=True, return_inverse=True, return_counts=True),
@@ -2334,6 +2439,14 @@ def _to_length(ctx, v, length, fill):
 @register("Size", cases=[case("size", lambda x: ops.size(x), ((None, 4),))])
 def size(ctx, op, x):
     return operand(ctx, cast_free(ctx.op("Size", [x]), "int64"), ctx.out_dtype())
+
+
+# Keras declares ndim's output as a float32 vector but computes a Python int: the rank, a constant.
+@register("Ndim", cases=[
+    case("ndim", lambda x: x * ops.cast(ops.ndim(x), "float32"), ((2,),)),
+])
+def ndim(ctx, op, x):
+    return ctx.const(np.asarray(len(ctx.in_shape())), ctx.out_dtype())
 
 
 @register("UnravelIndex", cases=[
