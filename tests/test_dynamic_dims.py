@@ -107,3 +107,29 @@ def test_factor_and_explains():
 def test_static_value_colliding_with_a_sentinel_is_refused():
     same, reason = dyn.compare([[dyn.SENTINELS[0][0] * 2]], [[dyn.SENTINELS[0][0] * 2]], 1)
     assert not same and "multiple of a sentinel" in reason
+
+
+class TokenClassifier(keras.Model):
+    """A subclassed model using dynamic dims in its own call() (not inside a layer)."""
+
+    def __init__(self):
+        super().__init__()
+        self.token = ClassToken()
+        self.dense = layers.Dense(3)
+
+    def call(self, x):
+        positions = ops.arange(ops.shape(x)[1], dtype="float32")
+        return self.dense(self.token(x + ops.reshape(positions, (1, -1, 1))))
+
+
+def test_subclassed_model_call_with_dynamic_dims():
+    model = TokenClassifier()
+    model(np.zeros((2, 5, 8), "float32"))
+    onnx_model = kerasonnx.convert(model, input_signature=[(None, None, 8)])
+    session = ort.InferenceSession(onnx_model.SerializeToString())
+    dims = [d.dim_param or d.dim_value for d in onnx_model.graph.input[0].type.tensor_type.shape.dim]
+    assert isinstance(dims[0], str) and isinstance(dims[1], str) and dims[2] == 8
+    for batch, steps in [(1, 3), (4, 6)]:
+        x = np.random.default_rng(batch).standard_normal((batch, steps, 8)).astype("float32")
+        got = session.run(None, {session.get_inputs()[0].name: x})[0]
+        np.testing.assert_allclose(got, keras.ops.convert_to_numpy(model(x)), atol=1e-5)

@@ -7,12 +7,13 @@ from .errors import InvalidInputError
 BATCH = "batch"
 
 
-def input_shapes(keras_inputs, names: list[str], signature, dynamic_batch: bool) -> list[list]:
-    """One list of dims (int or symbolic name) per model input."""
+def input_shapes(keras_inputs, names: list[str], signature, dynamic_batch: bool, keras_shape=None) -> list[list]:
+    """One list of dims (int or symbolic name) per model input. ``keras_shape(tensor)`` reads a Keras
+    tensor's shape (default: ``tensor.shape``; a traced model's sentinel dims must read as None)."""
     given = _align(signature, names)
     shapes = []
     for kt, name, spec in zip(keras_inputs, names, given):
-        model_shape = tuple(kt.shape)
+        model_shape = tuple(keras_shape(kt) if keras_shape else kt.shape)
         shape = model_shape if spec is None else _check(spec, model_shape, name)
         shapes.append([_dim(d, i, name, dynamic_batch) for i, d in enumerate(shape)])
     return shapes

@@ -5,6 +5,7 @@ call as a node, so the result is a small graph the driver converts like a nested
 from __future__ import annotations
 
 import inspect
+import re
 
 import keras
 
@@ -24,18 +25,24 @@ class TraceFailure(Exception):
 
 def trace_node(node):
     """A ``keras.Function`` computing ``node.operation.call`` for this call's input shapes/dtypes,
-    and the dynamic dims it stands for (see :mod:`.dynamic_dims`).
-
-    A call with dynamic dims is traced with ``None`` dims and twice with sentinel dims: when the
-    sentinel traces agree, nothing depends on the dims' values and the ``None`` trace is used; when
-    they differ in ways the sentinels explain (or Keras cannot trace with ``None``), the first
-    sentinel trace is used; otherwise the layer is refused.
-    """
+    and the dynamic dims it stands for (see :func:`trace_with_dynamic_dims`)."""
     layer = node.operation
     shapes = [tuple(kt.shape) for kt in node.input_tensors]
+    return trace_with_dynamic_dims(lambda s: _trace_call(node, s), shapes, layer)
+
+
+def trace_with_dynamic_dims(trace, shapes, owner):
+    """``trace(shapes)`` -> ``(keras.Function, sources)``, ``sources`` describing the sentinel dims
+    the function was traced with (:mod:`.dynamic_dims`; empty for a plain trace).
+
+    With dynamic dims, ``trace`` runs with ``None`` dims and twice with sentinel dims: when the
+    sentinel traces agree, nothing depends on the dims' values and the ``None`` trace is used; when
+    they differ in ways the sentinels explain (or Keras cannot trace with ``None``), the first
+    sentinel trace is used; otherwise ``owner`` (the layer or model) is refused.
+    """
     plain = failure = None
     try:
-        plain = _trace_call(node, shapes)
+        plain = trace(shapes)
     except TraceFailure as exc:
         if exc.control_flow:
             raise
@@ -46,14 +53,14 @@ def trace_node(node):
         return plain, []
     try:
         sources, (shapes1, shapes2) = dynamic_dims.assign(shapes)
-        traces = [_trace_call(node, shapes1), _trace_call(node, shapes2)]
+        traces = [trace(shapes1), trace(shapes2)]
     except (TraceFailure, ValueError):
         if plain is not None:
             return plain, []
         raise failure from None
     same, reason = _compare(traces, len(sources))
     if reason:
-        raise TraceFailure(UnsupportedItem(layer.name, type(layer).__name__,
+        raise TraceFailure(UnsupportedItem(owner.name, type(owner).__name__,
                                            f"tracing with dynamic dims: {reason}"))
     if same and plain is not None:
         return plain, []
@@ -96,7 +103,24 @@ def _trace_call(node, shapes):
     if not all(walker.is_keras_tensor(t) for t in flat_outputs):
         raise TraceFailure(UnsupportedItem(layer.name, type(layer).__name__,
                                            "call() returned values that are not computed from its inputs"))
-    return keras.Function(inputs, flat_outputs, name=f"{layer.name}_traced")
+    function = keras.Function(inputs, flat_outputs, name=f"{layer.name}_traced")
+    _name_ops_deterministically(function)
+    return function
+
+
+def _name_ops_deterministically(function) -> None:
+    """Give the ops this trace created names numbered within the trace (``split``, ``split_1``):
+    Keras numbers them with process-wide counters, which would make ONNX names (and files) depend on
+    what ran before. Nested layers are the user's objects and keep their names."""
+    seen: dict[str, int] = {}
+    for node in walker.nodes(function):
+        op = node.operation
+        if walker.is_layer(op):
+            continue
+        base = re.sub(r"_\d+$", "", op.name)
+        count = seen.get(base, 0)
+        seen[base] = count + 1
+        op.name = base if count == 0 else f"{base}_{count}"
 
 
 def _accepts(fn, name: str) -> bool:
@@ -139,16 +163,24 @@ class Tracer:
 
 
 def trace_model(model, shapes, dtypes=None, names=None):
-    """A ``keras.Function`` for a subclassed model's ``call`` on inputs of ``shapes``."""
+    """A ``keras.Function`` for a subclassed model's ``call`` on inputs of ``shapes``, and its
+    sentinel dims (see :func:`trace_with_dynamic_dims`)."""
     dtypes = dtypes or ["float32"] * len(shapes)
     names = names or [f"input_{i}" if len(shapes) > 1 else "input" for i in range(len(shapes))]
-    inputs = [keras.Input(batch_shape=tuple(s), dtype=d, name=n) for s, d, n in zip(shapes, dtypes, names)]
     kwargs = {"training": False} if _accepts(model.call, "training") else {}
-    try:
-        with walker.autocast_scope(model):
-            outputs = model.call(inputs[0] if len(inputs) == 1 else inputs, **kwargs)
-    except Exception as exc:
-        reason = (_CONTROL_FLOW_HINT if isinstance(exc, TypeError) and "symbolic" in str(exc)
-                  else f"tracing call() failed: {_short(exc)}")
-        raise TraceFailure(UnsupportedItem(model.name, type(model).__name__, reason)) from exc
-    return keras.Function(inputs, keras.tree.flatten(outputs), name=model.name)
+
+    def trace(traced_shapes):
+        inputs = [keras.Input(batch_shape=tuple(s), dtype=d, name=n)
+                  for s, d, n in zip(traced_shapes, dtypes, names)]
+        try:
+            with walker.autocast_scope(model):
+                outputs = model.call(inputs[0] if len(inputs) == 1 else inputs, **kwargs)
+        except Exception as exc:
+            control_flow = isinstance(exc, TypeError) and "symbolic" in str(exc)
+            reason = _CONTROL_FLOW_HINT if control_flow else f"tracing call() failed: {_short(exc)}"
+            raise TraceFailure(UnsupportedItem(model.name, type(model).__name__, reason), control_flow) from exc
+        function = keras.Function(inputs, keras.tree.flatten(outputs), name=model.name)
+        _name_ops_deterministically(function)
+        return function
+
+    return trace_with_dynamic_dims(trace, [tuple(s) for s in shapes], model)
