@@ -98,6 +98,15 @@ def test_bad_names_are_clear_errors(options, message):
         kerasonnx.convert(_classifier(), **options)
 
 
+def test_verify_feeds_and_compares_channels_first():
+    model = _feature_extractor()
+    options = {"inputs_as_nchw": ["image"], "outputs_as_nchw": ["features"]}
+    report = kerasonnx.verify(model, kerasonnx.convert(model, **options), conversion_options=options)
+    assert report.passed, report.summary()
+    assert {shapes[0][1:] for shapes in report.input_shapes} == {(3, 16, 16)}  # fed channels-first
+    assert len(report.checks) == 2  # batch sizes 1 and 3
+
+
 def _cli(*args):
     return subprocess.run([sys.executable, "-m", "kerasonnx", *map(str, args)], capture_output=True, text=True,
                           env=dict(os.environ), timeout=300)
@@ -108,8 +117,9 @@ def test_cli_flags(tmp_path):
     model.save(tmp_path / "cnn.keras")
     out = tmp_path / "cnn.onnx"
     result = _cli("convert", tmp_path / "cnn.keras", "-o", out, "--inputs-as-nchw", "image",
-                  "--outputs-as-nchw", "features")
+                  "--outputs-as-nchw", "features", "--verify")
     assert result.returncode == 0, result.stderr
+    assert "verified" in result.stdout
     proto = onnx.load(out)
     assert _transposes(proto) == 0
     x = _image(1)

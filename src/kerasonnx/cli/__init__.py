@@ -15,10 +15,10 @@ import sys
 import traceback
 import warnings
 
-from . import convert
+from . import convert, doctor, verify
 
 EXIT_INTERNAL = 70
-COMMANDS = {"convert": convert}
+COMMANDS = {"convert": convert, "verify": verify, "doctor": doctor}
 
 
 def _parser() -> argparse.ArgumentParser:

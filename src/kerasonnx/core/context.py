@@ -245,8 +245,14 @@ class ConversionContext:
 
     @staticmethod
     def numpy(variable) -> np.ndarray:
-        """The value of a Keras variable (or backend tensor) as a numpy array."""
-        return keras.ops.convert_to_numpy(variable)
+        """The value of a Keras variable (or backend tensor) as a numpy array. On the numpy backend
+        a read-only view of the variable's own array: big weights are not copied."""
+        value = variable.value if walker.is_variable(variable) else variable
+        if isinstance(value, np.ndarray):
+            view = value.view()
+            view.flags.writeable = False
+            return view
+        return keras.ops.convert_to_numpy(value)
 
     def weight(self, variable, transform=None, dtype=None) -> ir.Value:
         """An initializer from a Keras variable, named after its path; ``transform`` reshapes it."""
