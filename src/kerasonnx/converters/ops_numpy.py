@@ -2365,7 +2365,9 @@ def bincount(ctx, op, x):
 # Keras' Histogram operation calls a backend function that does not exist (backend.math.histogram):
 # the cases run histogram inside a traced layer, where Keras computes it eagerly.
 @register("Histogram", cases=[
-    traced_case("histogram", lambda x: ops.histogram(ops.reshape(x, (-1,)), bins=4), ((6,),)),
+    # nan_to_num: Keras infers the traced layer's output shape by running call() on uninitialised
+    # placeholder data, where an automatic range of NaNs would fail in Keras itself.
+    traced_case("histogram", lambda x: ops.histogram(ops.nan_to_num(ops.reshape(x, (-1,))), bins=4), ((6,),)),
     traced_case("histogram_range", lambda x: ops.histogram(x[0], bins=5, range=(-1.0, 1.5)), ((12,),)),
     traced_case("histogram_constant_input", lambda x: ops.histogram(x[0] * 0.0 + 2.0, bins=3), ((4,),),
                 backends=("numpy",)),  # numpy widens an empty range by 0.5
