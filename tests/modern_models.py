@@ -151,7 +151,7 @@ class PatchEmbedding(layers.Layer):
 
     def call(self, images):
         patches = ops.reshape(self.project(images), (-1, self.num_patches, self.dim))
-        cls = ops.zeros_like(patches[:, :1, :]) + self.cls
+        cls = ops.broadcast_to(self.cls, (ops.shape(patches)[0], 1, self.dim))  # dynamic batch
         return ops.concatenate([cls, patches], axis=1) + self.pos
 
 

@@ -18,7 +18,9 @@ import pytest
 import kerasonnx
 from kerasonnx.loading import legacy, tfop_lambda
 
-DATA = Path(__file__).parent / "data" / "legacy"
+# CI also points this at fixtures it has just written with tf_keras, MobileNetV2 included (see
+# data/legacy/make_fixtures.py --all), and runs this file where TensorFlow is not installed.
+DATA = Path(os.environ.get("KERASONNX_LEGACY_FIXTURES") or Path(__file__).parent / "data" / "legacy")
 FIXTURES = sorted(p.stem for p in DATA.glob("*.npz"))
 NEEDS_UNSAFE = {"lambda"}
 ROOT = Path(__file__).resolve().parent.parent
@@ -41,14 +43,15 @@ def _assert_matches_tf_keras(outputs, stored):
 
 
 def test_fixtures_present():
-    assert {"cnn", "lstm", "gru", "tf_ops", "lambda", "sequential_embedding", "nested"} <= set(FIXTURES)
+    shipped = {"cnn", "lstm", "gru", "tf_ops", "lambda", "sequential_embedding", "nested"}
+    assert shipped | ({"mobilenetv2"} if os.environ.get("KERASONNX_LEGACY_FIXTURES") else set()) <= set(FIXTURES)
 
 
 @pytest.mark.parametrize("suffix", ["h5", "keras"])
 @pytest.mark.parametrize("name", FIXTURES)
 def test_tf_keras_file_converts_and_matches(name, suffix):
     path = DATA / f"{name}.{suffix}"
-    assert legacy.keras2_version(path, "h5" if suffix == "h5" else "keras") == "2.21.0"
+    assert legacy.keras2_version(path, "h5" if suffix == "h5" else "keras").startswith("2.")
     model = kerasonnx.load_model(path, safe_mode=name not in NEEDS_UNSAFE)
     stored = np.load(DATA / f"{name}.npz")
     _assert_matches_tf_keras(_run_onnx(kerasonnx.convert(model), stored), stored)

@@ -20,7 +20,7 @@ pytest.importorskip("tf2onnx")
 import kerasonnx  # noqa: E402
 from kerasonnx.engines import tf2onnx_engine  # noqa: E402
 
-ZOO_MODELS = ["cnn", "lstm", "gru", "tf_ops"]
+ZOO_MODELS = ["cnn", "lstm", "gru", "mobilenetv2", "tf_ops", "lambda"]  # every model of legacy_zoo.ZOO
 
 
 class TwoInOut(tf.Module):

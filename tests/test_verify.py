@@ -166,9 +166,13 @@ def test_cli_convert_verify_names_the_layer(tmp_path):
     broken = tmp_path / "broken.py"
     broken.write_text(BROKEN_CONVERTERS)
     out = tmp_path / "stack.onnx"
-    result = cli("convert", model_file, "-o", out, "--custom-objects", broken, "--verify", "--batch-sizes", "2")
+    report = tmp_path / "report.md"
+    result = cli("convert", model_file, "-o", out, "--custom-objects", broken, "--verify", "--batch-sizes", "2",
+                 "--report", report)
     assert result.returncode == 6 and not out.exists()
     assert result.stderr.count("\n") == 1 and "first diverging layer: 'bad' (Dense)" in result.stderr
+    text = report.read_text()  # the report of a failed verification is still written
+    assert "| verification | **FAILED** |" in text and "first diverging layer: 'bad' (Dense)" in text
 
 
 def test_verify_command(tmp_path, capsys):

@@ -117,10 +117,9 @@ def _split(text: str | None):
 
 
 def _convert(model, progress, **options):
-    """``(result, onnx.ModelProto)``: result is the ``api.Conversion`` (layer records, timings) or,
-    for models tf2onnx converts, the ModelProto itself."""
-    import onnx_ir as ir
-
+    """``(result, model)``: result is the ``api.Conversion`` (layer records, timings) and model its
+    ``onnx_ir.Model`` (verified and saved without ever copying the weights into a protobuf) or, for
+    models tf2onnx converts, the ModelProto for both."""
     import kerasonnx
     from ..api import convert_with_details
     from ..engines import uses_tf2onnx
@@ -129,7 +128,15 @@ def _convert(model, progress, **options):
         onnx_model = kerasonnx.convert(model, **options)
         return onnx_model, onnx_model
     conversion = convert_with_details(model, progress=progress, **options)
-    return conversion, ir.to_proto(conversion.ir_model)
+    return conversion, conversion.ir_model
+
+
+def _opset_and_nodes(onnx_model) -> tuple[int, int]:
+    import onnx_ir as ir
+
+    if isinstance(onnx_model, ir.Model):
+        return onnx_model.opset_imports[""], len(onnx_model.graph)
+    return onnx_model.opset_import[0].version, len(onnx_model.graph.node)
 
 
 def run(args) -> int:
@@ -174,7 +181,11 @@ def run(args) -> int:
                 report = check(model, onnx_model, args, {
                     "converters": converters, "opset": args.opset, "input_signature": signature,
                     "dynamic_batch": not args.static_batch, "precision": args.precision,
-                    "inputs_as_nchw": _split(args.inputs_as_nchw), "outputs_as_nchw": _split(args.outputs_as_nchw)})
+                    "inputs_as_nchw": _split(args.inputs_as_nchw), "outputs_as_nchw": _split(args.outputs_as_nchw)},
+                    raise_failure=False)
+            if not report.passed:  # the report shows the failed checks; nothing else is written
+                write_reports(args, result, verification=report, seconds=progress.seconds, warnings=warned)
+                report.raise_for_failure()
             verdict = (f"; verified: max abs err {report.max_abs:.1e}, max rel err {report.max_rel:.1e}"
                        + (f" (atol {report.atol:g}, rtol {report.rtol:g})" if args.precision != "fp32" else ""))
         external = {"auto": None, "yes": True, "no": False}[args.external_data]
@@ -182,8 +193,8 @@ def run(args) -> int:
             kerasonnx.save(onnx_model, output, external_data=external)
     write_reports(args, result, verification=report, seconds=progress.seconds, warnings=warned, output=output)
     size = output.stat().st_size + sum(p.stat().st_size for p in output.parent.glob(output.name + ".data"))
-    print(f"{args.model} -> {output}: opset {onnx_model.opset_import[0].version}, "
-          f"{len(onnx_model.graph.node)} nodes, {size / 1e6:.1f} MB, converted in "
+    opset, nodes = _opset_and_nodes(onnx_model)
+    print(f"{args.model} -> {output}: opset {opset}, {nodes} nodes, {size / 1e6:.1f} MB, converted in "
           f"{converted - started:.2f} s (engine: {engine_name(model)}){verdict}")
     return 0
 

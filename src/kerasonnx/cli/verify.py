@@ -46,20 +46,25 @@ def parse_batch_sizes(text: str) -> tuple[int, ...]:
     return sizes
 
 
-def check(model, onnx_model, args, conversion_options: dict):
-    """Verify ``onnx_model`` with the command's options; raises VerificationError (naming the first
-    diverging layer) when outputs differ. Returns the VerifyReport."""
+def check(model, onnx_model, args, conversion_options: dict, *, raise_failure: bool = True):
+    """Verify ``onnx_model`` with the command's options; returns the VerifyReport, or (with
+    ``raise_failure``) raises VerificationError naming the first diverging layer when outputs differ."""
     import kerasonnx
     from ..verify import load_inputs
 
     inputs = load_inputs(args.inputs, onnx_input_names(onnx_model)) if args.inputs else None
     report = kerasonnx.verify(model, onnx_model, inputs=inputs, batch_sizes=parse_batch_sizes(args.batch_sizes),
                               atol=args.atol, rtol=args.rtol, conversion_options=conversion_options)
-    report.raise_for_failure()
+    if raise_failure:
+        report.raise_for_failure()
     return report
 
 
 def onnx_input_names(onnx_model) -> list[str]:
+    import onnx_ir as ir
+
+    if isinstance(onnx_model, ir.Model):
+        return [v.name for v in onnx_model.graph.inputs if not v.is_initializer()]
     initializers = {t.name for t in onnx_model.graph.initializer}
     return [i.name for i in onnx_model.graph.input if i.name not in initializers]
 

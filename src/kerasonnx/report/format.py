@@ -51,6 +51,12 @@ def verification_rows(verification) -> list[tuple[str, float, float, bool]]:
     return [(name, a, r, passed.get(name, False)) for name, (a, r) in verification.per_output().items()]
 
 
+def divergence(verification) -> str:
+    """The layer-by-layer finding of a failed verification ("first diverging layer: ..."), or ""."""
+    found = getattr(verification, "divergence", None)
+    return found.describe() if found is not None else ""
+
+
 def batch_sizes(verification) -> str:
     sizes = sorted({getattr(c, "batch_size", None) for c in verification.checks} - {None})
     return ", ".join(str(s) for s in sizes)

@@ -155,6 +155,9 @@ def _verification(report: Report) -> str:
             for name, a, r, ok in fmt.verification_rows(v)]
     note = (f"onnxruntime against Keras at batch size(s) {escape(fmt.batch_sizes(v))}; an element passes when "
             f"|onnx − keras| ≤ {v.atol:g} + {v.rtol:g} · |keras|.")
+    found = fmt.divergence(v)
+    if found:
+        note += f" <strong>{escape(found)}</strong>"
     return _section("Verification", _table(["output", "max abs err", "max rel err", ""], rows, {1, 2}), note)
 
 

@@ -59,7 +59,9 @@ def _verification(report: Report) -> str:
             for name, a, r, ok in fmt.verification_rows(v)]
     head = (f"## Verification\n\nonnxruntime against Keras at batch size(s) {fmt.batch_sizes(v)}; an element "
             f"passes when |onnx − keras| ≤ {v.atol:g} + {v.rtol:g} · |keras|.\n\n")
-    return head + _table(["output", "max abs error", "max rel error", "result"], rows)
+    found = fmt.divergence(v)
+    return head + _table(["output", "max abs error", "max rel error", "result"], rows) + \
+        (f"\n**{found}**\n" if found else "")
 
 
 def _timings(report: Report) -> str:

@@ -2,15 +2,18 @@
 
 Run in an environment with TensorFlow and tf_keras (e.g. /work/venv-tf):
 
-    TF_USE_LEGACY_KERAS=1 python tests/data/legacy/make_fixtures.py
+    TF_USE_LEGACY_KERAS=1 python tests/data/legacy/make_fixtures.py [--all] [--out DIR]
 
-For every model of tests/legacy_zoo.py (ZOO and EXTRA) except MobileNetV2 (too large to ship) it writes
+For every model of tests/legacy_zoo.py (ZOO and EXTRA) except MobileNetV2 (too large to ship; included
+with ``--all``, which CI uses to write every fixture into a temporary ``--out`` directory and then runs
+tests/test_legacy.py on it without TensorFlow, KERASONNX_LEGACY_FIXTURES=DIR) it writes
 ``<name>.h5`` and ``<name>.keras`` (both saved by tf_keras) and ``<name>.npz`` holding the inputs
 (``input_0``, ...) and tf_keras' own outputs (``output_0``, ...).
 """
 
 from __future__ import annotations
 
+import argparse
 import sys
 from pathlib import Path
 
@@ -24,7 +27,7 @@ from legacy_zoo import EXTRA, ZOO, sample_inputs  # noqa: E402
 SKIPPED = {"mobilenetv2"}
 
 
-def write_fixture(name: str, build) -> None:
+def write_fixture(name: str, build, out: Path) -> None:
     import tf_keras
 
     tf_keras.utils.set_random_seed(0)
@@ -32,17 +35,22 @@ def write_fixture(name: str, build) -> None:
     inputs = sample_inputs(model, batch=3, seed=1)
     outputs = model.predict(inputs, verbose=0)
     outputs = outputs if isinstance(outputs, list) else [outputs]
-    model.save(HERE / f"{name}.h5")
-    model.save(HERE / f"{name}.keras")
+    model.save(out / f"{name}.h5")
+    model.save(out / f"{name}.keras")
     arrays = {f"input_{i}": a for i, a in enumerate(inputs)}
     arrays.update({f"output_{i}": np.asarray(a) for i, a in enumerate(outputs)})
-    np.savez(HERE / f"{name}.npz", **arrays)
+    np.savez(out / f"{name}.npz", **arrays)
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--all", action="store_true", help="also the models too large to ship")
+    parser.add_argument("--out", type=Path, default=HERE, help="directory to write (default: beside this script)")
+    args = parser.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
     for name, build in {**ZOO, **EXTRA}.items():
-        if name not in SKIPPED:
-            write_fixture(name, build)
+        if args.all or name not in SKIPPED:
+            write_fixture(name, build, args.out)
             print("wrote", name)
 
 
