@@ -1,5 +1,5 @@
 """fp16/bf16 exports and mixed-precision Keras models: they run in onnxruntime and match Keras within
-the tolerances of kerasonnx.verify.tolerance (docs/precision.md)."""
+the tolerances of kerasonnx.verification.tolerance (docs/precision.md)."""
 
 import keras
 import numpy as np
@@ -13,7 +13,7 @@ import kerasonnx
 from kerasonnx.cli import main
 from kerasonnx.passes.precision import FLOAT32_OPS, BF16_CPU_OPS, LOW_PRECISION_OPS, convert_precision
 from kerasonnx.testing import randomise_batchnorm
-from kerasonnx.verify.tolerance import TOLERANCES
+from kerasonnx.verification.tolerance import TOLERANCES
 from modern_models import EncoderBlock
 
 LOW = {"fp16": onnx.TensorProto.FLOAT16, "bf16": onnx.TensorProto.BFLOAT16}

@@ -12,8 +12,8 @@ from keras import layers
 
 import kerasonnx
 from kerasonnx.converters import BUILTIN
-from kerasonnx.verify import load_inputs
-from kerasonnx.verify.divergence import locate_divergence
+from kerasonnx.verification import load_inputs
+from kerasonnx.verification.divergence import locate_divergence
 from models import mlp
 
 

@@ -1,4 +1,10 @@
-"""kerasonnx: convert Keras models to ONNX directly from the Keras graph, and verify the result."""
+"""kerasonnx: convert Keras models to ONNX directly from the Keras graph, and verify the result.
+
+The public names are imported on first use, so that ``import kerasonnx.cli`` (the command line) does
+not import Keras, and with it TensorFlow, before the command has set up its output.
+"""
+
+import importlib
 
 __version__ = "0.1.0"
 
@@ -6,25 +12,29 @@ from .loading.environment import choose_backend as _choose_backend
 
 _choose_backend()
 
-from .api import convert, convert_to_ir, save  # noqa: E402
-from .core.errors import (  # noqa: E402
-    ConversionError,
-    InvalidInputError,
-    KerasOnnxError,
-    ModelLoadError,
-    OutputWriteError,
-    UnsupportedError,
-    VerificationError,
-)
-from .core.layout import Layout  # noqa: E402
-from .core.registry import Case, Registry  # noqa: E402
-from .loading.files import load_model  # noqa: E402
-from .verify import VerifyReport, verify  # noqa: E402
-from .tf2onnx_compat import from_keras  # noqa: E402
+_EXPORTS = {
+    "convert": "api", "convert_to_ir": "api", "save": "api",
+    "ConversionError": "core.errors", "InvalidInputError": "core.errors", "KerasOnnxError": "core.errors",
+    "ModelLoadError": "core.errors", "OutputWriteError": "core.errors", "UnsupportedError": "core.errors",
+    "VerificationError": "core.errors",
+    "Layout": "core.layout", "Case": "core.registry", "Registry": "core.registry",
+    "load_model": "loading.files", "verify": "verification", "VerifyReport": "verification", "from_keras": "tf2onnx_compat",
+}
 
-__all__ = [
-    "convert", "convert_to_ir", "save", "load_model", "verify", "from_keras", "VerifyReport", "Registry",
-    "Case", "Layout",
-    "KerasOnnxError", "InvalidInputError", "ModelLoadError", "OutputWriteError", "UnsupportedError",
-    "ConversionError", "VerificationError", "__version__",
-]
+__all__ = [*_EXPORTS, "__version__"]
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+    else:  # a submodule (kerasonnx.api, kerasonnx.engines, ...)
+        try:
+            value = importlib.import_module(f".{name}", __name__)
+        except ModuleNotFoundError:
+            raise AttributeError(f"module 'kerasonnx' has no attribute '{name}'") from None
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted({*globals(), *_EXPORTS})

@@ -9,7 +9,7 @@ import onnx
 
 from .api import convert
 from .core.registry import Case
-from .verify import verify
+from .verification import verify
 
 
 def build_case_model(case: Case):

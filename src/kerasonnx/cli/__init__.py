@@ -10,6 +10,7 @@ be written; 70 unexpected internal error (rerun with --debug for the traceback).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 import traceback
@@ -29,6 +30,34 @@ def _parser() -> argparse.ArgumentParser:
         command = module.add_parser(sub)
         command.add_argument("--debug", action="store_true", help="show tracebacks")
     return parser
+
+
+def entry() -> int:
+    """The ``kerasonnx`` command (and ``python -m kerasonnx``): :func:`main` with native stderr
+    silenced unless ``--debug``. TensorFlow's C++ runtime writes INFO lines straight to file
+    descriptor 2 when Keras imports it (``TF_CPP_MIN_LOG_LEVEL`` no longer stops them all), which would
+    break the one-line output contract; kerasonnx's own messages go to a duplicate of the real stderr."""
+    if "--debug" in sys.argv[1:]:
+        return main()
+    with _python_only_stderr():
+        return main()
+
+
+@contextlib.contextmanager
+def _python_only_stderr():
+    sys.stderr.flush()
+    real = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    os.close(devnull)
+    saved, sys.stderr = sys.stderr, os.fdopen(real, "w", buffering=1)
+    try:
+        yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(real, 2)
+        sys.stderr.close()
+        sys.stderr = saved
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -69,4 +98,4 @@ def report_failure(exc: BaseException, *, debug: bool) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(entry())

@@ -147,7 +147,6 @@ def run(args) -> int:
             refuse_batch_reports(args)
             return run_batch(args)
         args.model = args.model[0]
-    started = time.perf_counter()
     signature = _signature(args.input_shape)  # validate cheap arguments before importing Keras
     progress = start(args)
     output = Path(args.output) if args.output else Path(args.model).with_suffix(".onnx")
@@ -160,7 +159,9 @@ def run(args) -> int:
     if not Path(args.model).exists():
         raise ModelLoadError(f"model file not found: {args.model}")
     check_output_path(output)
+    import keras  # noqa: F401  (Keras and its backend load here, before timing starts)
 
+    started = time.perf_counter()
     with capture_warnings() as warned:
         with progress.stage("load"):
             custom, converters = (_objects_and_converters(_custom_objects(args.custom_objects))

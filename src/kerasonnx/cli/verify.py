@@ -50,7 +50,7 @@ def check(model, onnx_model, args, conversion_options: dict, *, raise_failure: b
     """Verify ``onnx_model`` with the command's options; returns the VerifyReport, or (with
     ``raise_failure``) raises VerificationError naming the first diverging layer when outputs differ."""
     import kerasonnx
-    from ..verify import load_inputs
+    from ..verification import load_inputs
 
     inputs = load_inputs(args.inputs, onnx_input_names(onnx_model)) if args.inputs else None
     report = kerasonnx.verify(model, onnx_model, inputs=inputs, batch_sizes=parse_batch_sizes(args.batch_sizes),

@@ -89,7 +89,7 @@ class Report:
     layers: list[LayerRow]
     other_ops: Counter
     structure: Structure
-    verification: object | None = None  # a kerasonnx.verify.VerifyReport
+    verification: object | None = None  # a kerasonnx.verification.VerifyReport
     seconds: dict[str, float] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
     how_counts: dict[str, int] = field(default_factory=dict)

@@ -87,7 +87,7 @@ def verify(model, onnx_model, *, inputs=None, batch_sizes=(1, 3), rtol: float | 
     is converted again (with ``conversion_options``: the ``convert`` keyword arguments it was
     converted with, e.g. ``converters``; ``inputs_as_nchw``/``outputs_as_nchw`` there also say which
     ONNX inputs/outputs are channels-first) and compared layer by layer: ``report.divergence``.
-    Unset ``atol``/``rtol`` depend on the precision (verify/tolerance.py): 1e-4/1e-3 for float32,
+    Unset ``atol``/``rtol`` depend on the precision (verification/tolerance.py): 1e-4/1e-3 for float32,
     1e-2/1e-2 for fp16 and mixed_float16, 5e-2/5e-2 for bf16 and mixed_bfloat16.
     """
     if uses_tf2onnx(model):  # a SavedModel or tf.function: run in TensorFlow, no layer-by-layer search
