@@ -278,15 +278,11 @@ def _split_heads(ctx, x, layout: _HeadLayout, heads: int, dim: int, key: bool = 
     return _reshape(ctx, x, [0] * kept + ([-1] if key else [-1, dim])), x
 
 
-def _shape_slice(ctx, x, start: int, end: int):
-    return ctx.op("Slice", [ctx.op("Shape", [x]), ctx.int64s([start]), ctx.int64s([end])])
-
-
 def _merge_heads(ctx, y, layout: _HeadLayout, q_heads, heads: int, dim: int):
     """Inverse of :func:`_split_heads` for the output: back to ``(batch, d.., heads * dim)``."""
     if len(layout.axes) > 1:
         kept = len(layout.batch) + 1
-        dims = _shape_slice(ctx, q_heads, kept, kept + len(layout.axes))
+        dims = ctx.dims(q_heads, kept, kept + len(layout.axes))
         y = ctx.op("Reshape", [y, ctx.op("Concat", [ctx.int64s([0] * kept), dims, ctx.int64s([dim])],
                                          {"axis": 0})])
     y = _transpose(ctx, y, np.argsort(layout.perm(False)))

@@ -135,7 +135,7 @@ def _aspect_crop_box(h, w, target):
 
 def _runtime_hw(ctx, x):
     """[h, w] of NCHW ``x`` as an int64 vector."""
-    return ctx.op("Slice", [ctx.op("Shape", [x]), ctx.int64s([2]), ctx.int64s([4])])
+    return ctx.dims(x, 2, 4)
 
 
 def _runtime_aspect_size(ctx, hw, target):

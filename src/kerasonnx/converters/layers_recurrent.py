@@ -177,12 +177,6 @@ def _unsqueeze(ctx, x, axes):
     return ctx.op("Unsqueeze", [x, ctx.int64s(list(axes))])
 
 
-def _dims(ctx, x, start, end=None):
-    """``shape(x)[start:end]`` as a 1-D int64 tensor."""
-    shape = ctx.op("Shape", [x])
-    return ctx.op("Slice", [shape, ctx.int64s([start]), ctx.int64s([end if end is not None else 2**62])])
-
-
 def _dim(ctx, x, axis):
     """``shape(x)[axis]`` as a 0-D int64 tensor."""
     return ctx.op("Gather", [ctx.op("Shape", [x]), ctx.int64s(axis)], {"axis": 0})
@@ -547,7 +541,7 @@ def _cell_step(ctx, d: _Dir, xw, states, weights):
 
 
 def _zeros_state(ctx, lay, x, units):
-    batch = _dims(ctx, x, 1 - lay.time, 2 - lay.time)
+    batch = ctx.dims(x, 1 - lay.time, 2 - lay.time)
     shape = ctx.op("Concat", [batch, ctx.int64s([units])], {"axis": 0})
     return ctx.op("Expand", [_zero(ctx), shape])
 
@@ -907,7 +901,7 @@ def _fold_time(ctx, x, keras_shape):
     if all(d is not None for d in rest):
         shape = ctx.int64s([-1, *rest])
     else:
-        shape = ctx.op("Concat", [ctx.int64s([-1]), _dims(ctx, x, 2)], {"axis": 0})
+        shape = ctx.op("Concat", [ctx.int64s([-1]), ctx.dims(x, 2)], {"axis": 0})
     return ctx.op("Reshape", [x, shape])
 
 
@@ -917,8 +911,8 @@ def _unfold_time(ctx, y, x, keras_out_shape):
     if all(d is not None for d in rest):
         tail = ctx.int64s(list(rest))
     else:
-        tail = _dims(ctx, y, 1)
-    shape = ctx.op("Concat", [_dims(ctx, x, 0, 2), tail], {"axis": 0})
+        tail = ctx.dims(y, 1)
+    shape = ctx.op("Concat", [ctx.dims(x, 0, 2), tail], {"axis": 0})
     return ctx.op("Reshape", [y, shape])
 
 
@@ -1060,10 +1054,10 @@ def _conv_weight(ctx, cell, variable):
 
 def _input_convolution(ctx, cell, xt):
     """The input convolution of every step at once: (T, B, C, *sp) -> (T, B, 4F, *sp')."""
-    folded = ctx.op("Reshape", [xt, ctx.op("Concat", [ctx.int64s([-1]), _dims(ctx, xt, 2)], {"axis": 0})])
+    folded = ctx.op("Reshape", [xt, ctx.op("Concat", [ctx.int64s([-1]), ctx.dims(xt, 2)], {"axis": 0})])
     inputs = [folded, _conv_weight(ctx, cell, cell.kernel)] + ([ctx.weight(cell.bias)] if cell.use_bias else [])
     conv = ctx.op("Conv", inputs, _conv_attrs(cell, cell.padding.lower(), cell.strides, cell.dilation_rate))
-    shape = ctx.op("Concat", [_dims(ctx, xt, 0, 2), _dims(ctx, conv, 1)], {"axis": 0})
+    shape = ctx.op("Concat", [ctx.dims(xt, 0, 2), ctx.dims(conv, 1)], {"axis": 0})
     return ctx.op("Reshape", [conv, shape])
 
 
@@ -1128,7 +1122,7 @@ def conv_lstm(ctx, op, x, *rest):
     if states is not None:
         init = [ctx.op("Transpose", [s], {"perm": list(state_perm)}) for s in states]
     else:
-        shape = ctx.op("Concat", [_dims(ctx, xw, 1, 2), ctx.int64s([filters]), _dims(ctx, xw, 3)], {"axis": 0})
+        shape = ctx.op("Concat", [ctx.dims(xw, 1, 2), ctx.int64s([filters]), ctx.dims(xw, 3)], {"axis": 0})
         init = [ctx.op("Expand", [_zero(ctx), shape])] * 2
     out_spatial = list(ctx.out_shape(0)[-rank - 1:-1] if channels_last else ctx.out_shape(0)[-rank:])
     spec = _LoopPass(op.go_backwards, bool(op.unroll), False, [None, filters, *out_spatial], 2)

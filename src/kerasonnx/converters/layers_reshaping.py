@@ -310,7 +310,7 @@ def _resize_node(ctx, x, method, antialias, *, size=None, factors=None):
     if factors is not None:
         return ctx.op("Resize", [x, None, _scales(ctx, factors)], attrs)
     # Full sizes (N, C from Shape): onnxruntime 1.31's transpose optimizer breaks Resize with `axes`.
-    batch_channels = ctx.op("Slice", [ctx.op("Shape", [x]), ctx.int64s([0]), ctx.int64s([2])])
+    batch_channels = ctx.dims(x, 0, 2)
     sizes = ctx.op("Concat", [batch_channels, ctx.int64s(list(size))], {"axis": 0})
     return ctx.op("Resize", [x, None, None, sizes], attrs)
 

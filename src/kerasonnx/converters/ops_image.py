@@ -139,8 +139,7 @@ def _pad_amounts(ctx, x, axis, before, after, target, size):
         return before, after
     if size is not None:
         return (target - after - size, after) if before is None else (before, target - before - size)
-    runtime = ctx.op("Sub", [ctx.int64s([target - (after if before is None else before)]),
-                             ctx.op("Slice", [ctx.op("Shape", [x]), ctx.int64s([axis]), ctx.int64s([axis + 1])])])
+    runtime = ctx.op("Sub", [ctx.int64s([target - (after if before is None else before)]), ctx.dims(x, axis, axis + 1)])
     return (runtime, after) if before is None else (before, runtime)
 
 

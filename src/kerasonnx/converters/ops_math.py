@@ -188,8 +188,7 @@ def _segment_converter(kind):
             count = ctx.int64s([int(op.num_segments)])
         ids = ctx.op("Where", [ctx.op("Less", [ids, c(ctx, 0, "int64")]), scalar_of(ctx, count), ids])
         rows = ctx.op("Add", [count, ctx.int64s([1])])
-        shape = ctx.op("Concat", [rows, ctx.op("Slice", [ctx.op("Shape", [data]), ctx.int64s([1]),
-                                                         ctx.int64s([INT64_MAX])])], {"axis": 0})
+        shape = ctx.op("Concat", [rows, ctx.dims(data, 1)], {"axis": 0})
         base = ctx.op("Expand", [c(ctx, _empty_segment(empty, dtype), dtype), shape])
         scattered = ctx.op("ScatterND", [base, unsqueeze(ctx, ids, [-1]), operand(ctx, data, dtype)],
                            {"reduction": reduction})

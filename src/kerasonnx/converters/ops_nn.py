@@ -140,8 +140,7 @@ def glu(ctx, op, x):
     if size is not None:
         first, second = ctx.split(x, [size // 2] * 2, axis)
     else:
-        half = ctx.op("Div", [ctx.op("Slice", [ctx.op("Shape", [x]), ctx.int64s([axis]), ctx.int64s([axis + 1])]),
-                              ctx.int64s([2])])
+        half = ctx.op("Div", [ctx.dims(x, axis, axis + 1), ctx.int64s([2])])
         first = ctx.op("Slice", [x, ctx.int64s([0]), half, ctx.int64s([axis])])
         second = ctx.op("Slice", [x, half, ctx.int64s([INT64_MAX]), ctx.int64s([axis])])
     return ctx.op("Mul", [first, ctx.op("Sigmoid", [second])])

@@ -148,11 +148,12 @@ class ConversionContext:
             return self._runtime_ints(arr)
         return self.const(arr)
 
-    def dims(self, x: ir.Value, start: int, end: int) -> ir.Value:
-        """``shape(x)[start:end]`` as a 1-D int64 value."""
+    def dims(self, x: ir.Value, start: int, end: int | None = None) -> ir.Value:
+        """``shape(x)[start:end]`` as a 1-D int64 value (``end=None``: to the last dim)."""
         if self.opset >= 15:
             return self.op("Shape", [x], {"start": start, "end": end})
-        return self.op("Slice", [self.op("Shape", [x]), self.int64s([start]), self.int64s([end])])
+        stop = self.const(np.asarray([end if end is not None else np.iinfo(np.int64).max], np.int64))
+        return self.op("Slice", [self.op("Shape", [x]), self.int64s([start]), stop])
 
     # ---- dims that were dynamic while a layer was traced (see dynamic_dims) -------------------
     @contextlib.contextmanager
