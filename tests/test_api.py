@@ -115,6 +115,25 @@ def test_unsupported_lists_every_layer():
     assert {i.layer_name for i in info.value.items} == {"branchy", "numpy_inside"}
 
 
+def test_ops_without_onnx_equivalent_say_why_and_a_user_converter_still_wins():
+    from kerasonnx.core.walker import ops_class
+
+    x = keras.Input((3, 3), name="x")
+    model = keras.Model(x, keras.ops.linalg.inv(x) + keras.ops.linalg.det(x)[:, None, None])
+    with pytest.raises(kerasonnx.UnsupportedError) as info:
+        kerasonnx.convert(model)
+    (item,) = info.value.items  # det converts; inv is refused with the built-in reason
+    assert item.class_name == "Inv" and "matrix decomposition or solver" in item.reason
+
+    registry = kerasonnx.Registry()
+
+    @registry.register(ops_class("linalg", "Inv"))
+    def transpose_instead(ctx, op, a):  # not an inverse: only shows that the refusal does not block it
+        return ctx.op("Transpose", [a], {"perm": [0, 2, 1]})
+
+    assert kerasonnx.convert(model, converters=registry).graph.node
+
+
 def test_custom_layers_convert_by_tracing():
     model = with_custom_layers()
     proto = kerasonnx.convert(model)

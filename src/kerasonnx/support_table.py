@@ -32,11 +32,16 @@ def coverage() -> str:
              f"Operation classes of this Keras ({keras.__version__}) with a built-in converter. Ops without one "
              "are reported by name in the `UnsupportedError`; register your own converter for them.", "",
              "| module | covered | total | not covered |", "|---|---|---|---|"]
+    reasons: dict[str, list[str]] = {}
     for module in OP_MODULES:
         classes = walker.ops_catalog(module)
-        missing = sorted(c.__name__ for c in classes if c not in BUILTIN)
+        missing = sorted((c for c in classes if c not in BUILTIN), key=lambda c: c.__name__)
         lines.append(f"| keras.ops.{module} | {len(classes) - len(missing)} | {len(classes)} | "
-                     f"{', '.join(missing) or '-'} |")
+                     f"{', '.join(c.__name__ for c in missing) or '-'} |")
+        for cls in missing:
+            reasons.setdefault(BUILTIN.refusal(cls) or "no converter yet", []).append(f"`{cls.__name__}`")
+    lines += ["", "Why (the reason the `UnsupportedError` gives):", ""]
+    lines += [f"- {', '.join(names)}: {reason}" for reason, names in reasons.items()]
     return "\n".join(lines) + "\n"
 
 

@@ -28,6 +28,11 @@ def register_op(module: str, name: str, **kwargs):
     return BUILTIN.register(*classes, **kwargs) if classes else (lambda fn: fn)
 
 
+def refuse_ops(module: str, *names: str, reason: str) -> None:
+    """Say why ``keras.src.ops.<module>.<name>`` ops have no built-in converter (in the UnsupportedError)."""
+    BUILTIN.refuse(*ops_classes(module, *names), reason=reason)
+
+
 # ---- argument helpers ----------------------------------------------------------------------------
 
 def constant_array(x) -> np.ndarray | None:

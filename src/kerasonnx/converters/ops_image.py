@@ -22,7 +22,7 @@ from ..core.registry import Case, lazy_op
 from .layers_conv import channels_to_front, window_attrs
 from .layers_preprocessing import JAX_RESIZE, resizing
 from .layers_reshaping import keras_spatial_shape, pad_spatial
-from .ops_core import INT64_MAX, channel_dim, per_axis, register_op, scaled
+from .ops_core import INT64_MAX, channel_dim, per_axis, refuse_ops, register_op, scaled
 
 
 def _register(name, *, cases):
@@ -347,3 +347,9 @@ def extract_patches(ctx, op, x):
     strides = op.size if op.strides is None else per_axis(op.strides, rank)
     attrs = window_attrs(ctx, op, tuple(op.size), strides, per_axis(op.dilation_rate, rank))
     return ctx.op("Conv", [x, ctx.const(kernel, ctx.out_dtype(), name="patches")], attrs)
+
+
+refuse_ops("image", "AffineTransform", "ElasticTransform", "MapCoordinates", "PerspectiveTransform",
+           "ScaleAndTranslate", reason="an image warp (mostly data augmentation) with no built-in converter; "
+                                       "register one (ONNX GridSample can express some)")
+refuse_ops("image", "SSIM", reason="an image-quality metric, not an inference op")

@@ -21,7 +21,7 @@ import keras
 from ..core.registry import Case
 from ..core.walker import ops_classes
 from . import BUILTIN
-from .ops_core import in_layer
+from .ops_core import in_layer, refuse_ops
 from .ops_numpy import cast_free, operand, reduce, squeeze, to_bool
 
 register = BUILTIN.register
@@ -101,3 +101,10 @@ def norm(ctx, op, x):
 ])
 def det(ctx, op, x):
     return ctx.op("Det", [operand(ctx, x, ctx.out_dtype())])
+
+
+refuse_ops("linalg", "Cholesky", "CholeskyInverse", "Eig", "Eigh", "Inv", "Lstsq", "LuFactor", "MatrixRank", "Pinv",
+           "Qr", "SVD", "Solve", "SolveTriangular",
+           reason="a matrix decomposition or solver: ONNX has no operator for it; compute it outside the model, "
+                  "or register a converter")
+refuse_ops("linalg", "JVP", reason="a differentiation transform, not an inference op")

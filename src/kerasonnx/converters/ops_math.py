@@ -18,7 +18,7 @@ from ..core.layout import Layout
 from ..core.registry import Case, lazy_op
 from ..core.walker import ops_classes
 from . import BUILTIN
-from .ops_core import constant_array
+from .ops_core import constant_array, refuse_ops
 from .ops_numpy import (INT64_MAX, arange, c, dim, operand, polynomial, reduce, scalar_of, slice_, squeeze,
                         unsqueeze)
 
@@ -447,3 +447,7 @@ def istft(ctx, op, real, imag):
     signal = slice_(ctx, signal, [start], [end], [1])
     target = ctx.op("Concat", [ctx.dims(real, 0, rank - 2), ctx.int64s([-1])], {"axis": 0})
     return ctx.op("Reshape", [signal, target])
+
+
+refuse_ops("math", "ViewAsComplex", "ViewAsReal", reason="complex tensors: onnxruntime cannot compute with them")
+refuse_ops("math", "SegmentReduction", reason="the base class of the segment ops; segment_sum/max/min/prod convert")

@@ -27,7 +27,7 @@ from .layers_conv import channels_to_front, depthwise_to_onnx, transpose_attrs, 
 from .layers_normalization import (broadcast_shape, divide_by_std, keras_axes, l2_normalize, mean_and_variance,
                                    scale_and_shift, stored_array, stored_axes)
 from .ops_core import (INT64_MAX, arg_shape, as_value, channel_dim, constant_array, first_row, in_layer,
-                       keras_tensor_of, per_axis, register_op, scaled, tensor_attr)
+                       keras_tensor_of, per_axis, refuse_ops, register_op, scaled, tensor_attr)
 
 
 def _register(name, *, layout=Layout.ANY, cases=(), min_opset=13):
@@ -814,3 +814,8 @@ def fold(ctx, op, x):
     kernel = ctx.const(_identity_patch_kernel(channels, kernel_size), ctx.out_dtype(), name="patches")
     return ctx.op("ConvTranspose", [grid, kernel], attrs)
 
+
+
+refuse_ops("nn", "CTCLoss", reason="a training loss, not an inference op")
+refuse_ops("nn", "CTCDecode", reason="CTC decoding has no ONNX operator: decode the model's output outside the model")
+refuse_ops("nn", "Polar", reason="its output is a complex tensor, which onnxruntime cannot compute with")

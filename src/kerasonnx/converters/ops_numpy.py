@@ -2573,3 +2573,8 @@ def view(ctx, op, x):
     if to_numpy_dtype(target).itemsize != to_numpy_dtype(source).itemsize:
         raise ctx.unsupported("view as a dtype of another width")
     return ctx.op("BitCast", [x], {"to": to_onnx_dtype(target)})
+
+
+BUILTIN.refuse(*filter(None, [ops_class("numpy", "Arange")]),
+               reason="Keras cannot build arange with tensor bounds; arange of a dynamic dim inside a traced "
+                      "layer converts")

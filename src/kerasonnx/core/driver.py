@@ -38,10 +38,16 @@ def find_unsupported(functional, registry, opset: int, tracer: Tracer, prefix: s
                 continue
             items.extend(find_unsupported(traced, registry, opset, tracer, path + "/"))
         elif spec is None:
-            items.append(UnsupportedItem(path, type(op).__name__))
+            items.append(_no_converter(registry, op, path))
         elif spec.min_opset > opset:
             items.append(UnsupportedItem(path, type(op).__name__, f"needs opset >= {spec.min_opset}"))
     return items
+
+
+def _no_converter(registry, op, path: str) -> UnsupportedItem:
+    item = UnsupportedItem(path, type(op).__name__)
+    reason = registry.refusal(type(op))
+    return replace(item, reason=reason) if reason else item
 
 
 def convert_graph(ctx: ConversionContext, functional, inputs: list[Tensor], prefix: str = "") -> list[Tensor]:
@@ -75,7 +81,7 @@ def convert_nodes(ctx: ConversionContext, nodes, prefix: str = "") -> None:
             stored = [ctx.lookup(t) for t in node.input_tensors]
             inner_inputs = [Tensor(_autocast(ctx, op, t, s.value), s.perm) for t, s in zip(node.input_tensors, stored)]
         else:  # only reachable inside control-flow bodies, which the up-front check cannot see
-            raise UnsupportedError([UnsupportedItem(prefix + op.name, type(op).__name__)])
+            raise UnsupportedError([_no_converter(ctx.registry, op, prefix + op.name)])
         sources = ctx.tracer.dynamic_dims(inner)
         scope = ctx.dynamic_scope(sources, inner_inputs, prefix + op.name) if sources else contextlib.nullcontext()
         with scope:

@@ -51,6 +51,7 @@ class Registry:
 
     def __init__(self, parent: "Registry | None" = None, name: str = "user"):
         self._specs: dict[type, ConverterSpec] = {}
+        self._refusals: dict[type, str] = {}
         self.parent = parent
         self.name = name
 
@@ -73,6 +74,18 @@ class Registry:
 
         return decorator
 
+    def refuse(self, *keras_classes: type, reason: str) -> None:
+        """Record why ``keras_classes`` have no converter here, for the ``UnsupportedError`` (a class
+        registered later, here or in a chained user registry, still converts)."""
+        for cls in keras_classes:
+            self._refusals[cls] = reason
+
+    def refusal(self, keras_class: type) -> str | None:
+        """Why ``keras_class`` is not converted (None when nothing was recorded)."""
+        if keras_class in self._refusals:
+            return self._refusals[keras_class]
+        return self.parent.refusal(keras_class) if self.parent is not None else None
+
     def lookup(self, keras_class: type) -> ConverterSpec | None:
         spec = self._specs.get(keras_class)
         if spec is None and self.parent is not None:
@@ -83,6 +96,7 @@ class Registry:
         """A new registry with this one's converters, falling back to ``parent`` (then ours)."""
         merged = Registry(parent=parent, name=self.name)
         merged._specs = dict(self._specs)
+        merged._refusals = dict(self._refusals)
         return merged
 
     def specs(self) -> list[ConverterSpec]:
