@@ -133,3 +133,27 @@ def test_subclassed_model_call_with_dynamic_dims():
         x = np.random.default_rng(batch).standard_normal((batch, steps, 8)).astype("float32")
         got = session.run(None, {session.get_inputs()[0].name: x})[0]
         np.testing.assert_allclose(got, keras.ops.convert_to_numpy(model(x)), atol=1e-5)
+
+
+class CausalAverage(layers.Layer):
+    """Causal self-attention without weights, its mask built eagerly from the sequence length as
+    hand-written decoders do."""
+
+    def call(self, x):
+        steps = ops.shape(x)[1]
+        causal = ops.cast(ops.tril(ops.ones((steps, steps))), "bool")
+        scores = ops.where(causal, ops.matmul(x, ops.swapaxes(x, 1, 2)), -1e9)
+        return ops.matmul(ops.softmax(scores, axis=-1), x)
+
+
+def test_eager_causal_mask_becomes_trilu():
+    model = _model(CausalAverage())
+    onnx_model = kerasonnx.convert(model)
+    assert any(node.op_type == "Trilu" for node in onnx_model.graph.node)
+    session = ort.InferenceSession(onnx_model.SerializeToString())
+    for batch, steps in [(1, 4), (2, 9)]:
+        x = np.random.default_rng(steps).standard_normal((batch, steps, 8)).astype("float32")
+        got = session.run(None, {session.get_inputs()[0].name: x})[0]
+        np.testing.assert_allclose(got, keras.ops.convert_to_numpy(model(x)), atol=1e-5)
+    with pytest.raises(kerasonnx.UnsupportedError, match="causal_average"):
+        kerasonnx.convert(model, opset=13)  # no Trilu before opset 14: refused, not baked in

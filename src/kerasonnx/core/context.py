@@ -200,11 +200,19 @@ class ConversionContext:
         if static:
             pieces.append(self.const(np.asarray(static, np.int64)))
         out = pieces[0] if len(pieces) == 1 else self.op("Concat", pieces, {"axis": 0})
-        return self.op("Squeeze", [out, self.const(np.asarray([0], np.int64))]) if arr.ndim == 0 else out
+        out = self.op("Squeeze", [out, self.const(np.asarray([0], np.int64))]) if arr.ndim == 0 else out
+        out.dtype = ir.DataType.INT64
+        return out
 
     def _runtime_array(self, arr: np.ndarray) -> ir.Value | None:
         """An eagerly computed array that depends on dynamic dims (a dim as a 0-d tensor, or an array
         whose shape holds sentinels) rebuilt at run time, or None."""
+        value = self._rebuilt_array(arr)
+        if value is not None:
+            value.dtype = to_onnx_dtype(arr.dtype)
+        return value
+
+    def _rebuilt_array(self, arr: np.ndarray) -> ir.Value | None:
         sentinels = list(self._dynamic)
         if arr.ndim == 0 and np.issubdtype(arr.dtype, np.number) and float(arr).is_integer() \
                 and dyn.is_dynamic(int(arr), sentinels):
@@ -221,9 +229,16 @@ class ConversionContext:
             arange = self.op("Range", [self.const(np.asarray(0, arr.dtype)), limit, self.const(np.asarray(1, arr.dtype))])
             shape = [sentinels[plan[1]] if d in self._dynamic else d for d in arr.shape]
             return arange if arr.ndim == 1 else self.op("Reshape", [arange, self.int64s(shape)])
-        _, base, dims = plan
-        target = [arr.shape[i] if d is None else sentinels[d] for i, d in enumerate(dims)]
-        return self.op("Expand", [self.const(base, name="array"), self.int64s(target)])
+        dims = plan[-1]
+        target = self.int64s([arr.shape[i] if d is None else sentinels[d] for i, d in enumerate(dims)])
+        if plan[0] == "broadcast":
+            return self.op("Expand", [self.const(plan[1], name="array"), target])
+        if self.opset < 14:  # Trilu
+            return None
+        _, upper, k, _ = plan
+        ones = self.op("Expand", [self.const(np.asarray(1, np.float32)), target])
+        triangle = self.op("Trilu", [ones, self.const(np.asarray(k, np.int64))], {"upper": int(upper)})
+        return triangle if arr.dtype == np.float32 else self.cast(triangle, arr.dtype.name)
 
     def _refuse_baked_sentinels(self, first: int, path: str) -> None:
         for value in list(self.main_graph.initializers.values())[first:]:

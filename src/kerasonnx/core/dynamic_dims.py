@@ -134,14 +134,14 @@ def _leaf_difference(a, b, count: int) -> str | None:
             return None if np.array_equal(a, b) else "an array computed eagerly depends on a dynamic dimension"
         one, two = runtime_array(a, SENTINELS[0][:count]), runtime_array(b, SENTINELS[1][:count])
         if one is None or two is None or not _same_plan(one, two):
-            return "an array computed eagerly has a dynamic size and is neither arange(dim) nor a broadcast"
+            return "an array computed eagerly has a dynamic size and is not arange(dim), a broadcast or a triangle of ones"
     return None
 
 
 def _same_plan(one, two) -> bool:
     if one[0] != two[0]:
         return False
-    if one[0] == "arange":
+    if one[0] in ("arange", "triangle"):
         return one[1:] == two[1:]
     return np.array_equal(one[1], two[1]) and one[2] == two[2]
 
@@ -149,7 +149,8 @@ def _same_plan(one, two) -> bool:
 def runtime_array(arr: np.ndarray, sentinels):
     """How to rebuild an eagerly computed ``arr`` whose shape holds sentinel dims, or None:
     ``("arange", dim, rank)``, ``("broadcast", base, dims)`` with ``dims[i]`` the dim index of axis i
-    (None: static, ``base.shape[i]``)."""
+    (None: static, ``base.shape[i]``), or ``("triangle", upper, k, dims)`` for ``tril``/``triu`` of
+    ones (causal masks such as ``ops.tril(ops.ones((t, t)))``)."""
     dims = [sentinels.index(d) if d in sentinels else None for d in arr.shape]
     axes = [i for i, d in enumerate(dims) if d is not None]
     if len(axes) == 1 and arr.size == arr.shape[axes[0]] and np.array_equal(arr.ravel(), np.arange(arr.size)):
@@ -157,4 +158,9 @@ def runtime_array(arr: np.ndarray, sentinels):
     base = arr[tuple(slice(0, 1) if d is not None else slice(None) for d in dims)]
     if np.array_equal(np.broadcast_to(base, arr.shape), arr):
         return "broadcast", base, tuple(dims)
+    if arr.ndim >= 2 and None not in dims[-2:]:
+        ones = np.ones_like(arr)
+        for upper, k in ((u, k) for u in (False, True) for k in (0, 1, -1)):
+            if np.array_equal(arr, np.triu(ones, k) if upper else np.tril(ones, k)):
+                return "triangle", upper, k, tuple(dims)
     return None
