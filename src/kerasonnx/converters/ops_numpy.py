@@ -26,7 +26,7 @@ from ..core import layout as L
 from ..core.dtypes import to_numpy_dtype, to_onnx_dtype
 from ..core.layout import Layout
 from ..core.registry import Case, lazy_op
-from ..core.walker import ops_class
+from ..core.walker import ops_class, ops_classes
 from . import BUILTIN
 
 INT64_MAX = np.iinfo(np.int64).max
@@ -2575,6 +2575,6 @@ def view(ctx, op, x):
     return ctx.op("BitCast", [x], {"to": to_onnx_dtype(target)})
 
 
-BUILTIN.refuse(*filter(None, [ops_class("numpy", "Arange")]),
+BUILTIN.refuse(*ops_classes("numpy", "Arange"),
                reason="Keras cannot build arange with tensor bounds; arange of a dynamic dim inside a traced "
                       "layer converts")

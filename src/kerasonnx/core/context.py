@@ -222,21 +222,19 @@ class ConversionContext:
         plan = dyn.runtime_array(arr, sentinels)
         if plan is None:
             return None
+        if plan[0] == "triangle" and self.opset < 14:  # no Trilu: refused (a baked sentinel)
+            return None
+        shape = self.int64s(arr.shape)  # its sentinel dims become run-time dims
         if plan[0] == "arange":
-            limit = self.op("Squeeze", [self._runtime_dim(sentinels[plan[1]]), self.const(np.asarray([0], np.int64))])
+            limit = self.int64s(sentinels[plan[1]])
             if arr.dtype != np.int64:
                 limit = self.cast(limit, arr.dtype.name)
             arange = self.op("Range", [self.const(np.asarray(0, arr.dtype)), limit, self.const(np.asarray(1, arr.dtype))])
-            shape = [sentinels[plan[1]] if d in self._dynamic else d for d in arr.shape]
-            return arange if arr.ndim == 1 else self.op("Reshape", [arange, self.int64s(shape)])
-        dims = plan[-1]
-        target = self.int64s([arr.shape[i] if d is None else sentinels[d] for i, d in enumerate(dims)])
+            return arange if arr.ndim == 1 else self.op("Reshape", [arange, shape])
         if plan[0] == "broadcast":
-            return self.op("Expand", [self.const(plan[1], name="array"), target])
-        if self.opset < 14:  # Trilu
-            return None
+            return self.op("Expand", [self.const(plan[1], name="array"), shape])
         _, upper, k, _ = plan
-        ones = self.op("Expand", [self.const(np.asarray(1, np.float32)), target])
+        ones = self.op("Expand", [self.const(np.asarray(1, np.float32)), shape])
         triangle = self.op("Trilu", [ones, self.const(np.asarray(k, np.int64))], {"upper": int(upper)})
         return triangle if arr.dtype == np.float32 else self.cast(triangle, arr.dtype.name)
 
